@@ -1,0 +1,47 @@
+# Two commands: `make figures` (regenerate every figure) and `make test` (unit tests + every notebook under nbval).
+# Both create .venv on first use. In an active conda env made from environment.yml, skip the venv with PYTHON=python.
+
+PROFILE ?= quick
+VENV ?= .venv
+PYTHON ?= $(VENV)/bin/python
+ONLY ?=
+# The CPU build of torch lies in /opt/wheels on the development and CI machines; pip looks there when it exists.
+FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
+
+ifeq ($(PYTHON),$(VENV)/bin/python)
+SETUP := $(VENV)/.installed
+else
+SETUP :=
+endif
+
+.PHONY: figures test unit nbval html lint clean setup
+.DEFAULT_GOAL := figures
+
+setup: $(SETUP)
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	test -x $(VENV)/bin/python || python3 -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --disable-pip-version-check -q -c constraints.txt $(FIND_LINKS) -e '.[test,dev]'
+	touch $@
+
+figures: $(SETUP)
+	$(PYTHON) -m dgnlib reproduce --profile $(PROFILE) $(if $(ONLY),--only $(ONLY),)
+
+test: unit nbval
+
+unit: $(SETUP)
+	$(PYTHON) -m pytest tests
+
+nbval: $(SETUP)
+	rm -rf build/nbval
+	$(PYTHON) -m dgnlib prepare --profile smoke --dest build/nbval
+	$(PYTHON) -m pytest -p no:cacheprovider --nbval-lax --nbval-current-env --nbval-cell-timeout=600 build/nbval
+
+html: $(SETUP)
+	$(PYTHON) -m dgnlib render
+
+lint: $(SETUP)
+	$(PYTHON) -m ruff check dgnlib tests bench
+
+clean:
+	rm -rf build .pytest_cache

@@ -1,0 +1,102 @@
+"""Training: frozen parts stay frozen, relu learns, same seed same numbers, fixed-gate GD."""
+
+import math
+
+import pandas as pd
+import pytest
+import torch
+
+from dgnlib import theory
+from dgnlib.models import DGN
+from dgnlib.train import fit, gd_fixed_gates, seed_everything
+
+
+def blobs(n=200, d=5, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 2, (n,), generator=gen)
+    centres = torch.stack([torch.full((d,), -1.5), torch.full((d,), 1.5)])
+    x = centres[y] + torch.randn(n, d, generator=gen)
+    return {"train": (x[:150], y[:150]), "test": (x[150:], y[150:])}
+
+
+def test_frozen_parameters_stay_bit_identical_and_dnpfl_features_move():
+    data = blobs()
+    for variant in ("frnpf-ii", "frnpf-di", "flnpf", "dnpfl"):
+        model = DGN(5, 16, 3, d_out=2, variant=variant, seed=0)
+        before_f = [p.detach().clone() for p in model.feature_parameters()]
+        before_v = [p.detach().clone() for p in model.value_parameters()]
+        fit(model, data, lr=1e-2, epochs=2, batch_size=16, progress=False)
+        same_f = all(torch.equal(a, b) for a, b in zip(before_f, model.feature_parameters()))
+        assert same_f == (variant != "dnpfl"), variant
+        assert not all(torch.equal(a, b) for a, b in zip(before_v, model.value_parameters()))
+
+
+def test_relu_fit_learns_a_separable_set():
+    seed_everything(0)
+    df = fit(DGN(5, 32, 3, d_out=2, seed=0), blobs(), lr=1e-2, epochs=15, batch_size=16, progress=False)
+    assert df["train_acc"].iloc[-1] >= 0.95
+    assert df["train_acc"].iloc[0] < df["train_acc"].iloc[-1]
+    assert list(df.columns[:6]) == ["epoch", "train_loss", "train_acc", "val_acc", "test_acc", "gates_changed"]
+    assert len(df) == 16 and df["gates_changed"].iloc[0] == 0 and df["gates_changed"].iloc[-1] > 0
+
+
+def test_same_seed_gives_identical_dataframes():
+    def run():
+        seed_everything(3)
+        return fit(DGN(5, 16, 3, d_out=2, variant="dnpfl"), blobs(), lr=1e-2, epochs=2, batch_size=8, progress=False)
+
+    pd.testing.assert_frame_equal(run(), run())
+
+
+def test_mse_with_probe_logs_alignment_and_fixed_gates_keep_it_constant():
+    data = blobs(n=160, d=6)
+    x, y = data["train"]
+    data = {"train": (x, y.float() * 2 - 1), "test": (data["test"][0], data["test"][1].float() * 2 - 1)}
+    probe = (x[:20].double(), (y[:20].double() * 2 - 1))
+    fixed = fit(
+        DGN(6, 16, 3, variant="frnpf-ii", seed=1),
+        data,
+        optimizer="rmsprop",
+        lr=1e-2,
+        epochs=2,
+        loss="mse",
+        probe=probe,
+        progress=False,
+    )
+    assert fixed["nu"].nunique() == 1 and (fixed["gates_changed"] == 0).all()
+    relu = fit(
+        DGN(6, 16, 3, variant="relu", seed=1),
+        data,
+        optimizer="rmsprop",
+        lr=1e-2,
+        epochs=2,
+        loss="mse",
+        probe=probe,
+        progress=False,
+    )
+    assert relu["nu"].iloc[-1] != relu["nu"].iloc[0]
+
+
+def test_fit_rejects_bad_arguments():
+    model = DGN(5, 8, 3, d_out=2)
+    with pytest.raises(ValueError, match="adam, sgd, rmsprop"):
+        fit(model, blobs(), optimizer="lbfgs")
+    with pytest.raises(ValueError, match="ce, mse"):
+        fit(model, blobs(), loss="hinge")
+    with pytest.raises(ValueError, match="'train'"):
+        fit(model, {"test": blobs()["test"]})
+    with pytest.raises(ValueError, match="integer"):
+        seed_everything("0")
+
+
+def test_gd_with_fixed_gates_converges_and_matches_the_linearised_rate():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.nn.functional.normalize(torch.randn(20, 10, generator=gen, dtype=torch.float64), dim=1)
+    y = torch.where(torch.rand(20, generator=gen) < 0.5, -1.0, 1.0).double()
+    gates = theory.bernoulli_gates(20, 200, 3, 0.5, seed=0)
+    weights = theory.bernoulli_weights(10, 200, 3, math.sqrt(2 / 200), seed=1)
+    run = gd_fixed_gates(x, y, gates, weights, steps=5000)
+    assert run["steps_to_tol"] is not None and run["loss"][-1] <= 0.01 * run["loss"][0]
+    assert all(a >= b for a, b in zip(run["loss"], run["loss"][1:]))  # step 0.5/λmax: monotone descent
+    # the loss can fall no faster than the fastest mode: e_t ≥ (1 − α λ_max)^t e_0 in every direction
+    assert run["steps_to_tol"] >= math.log(0.01) / (2 * math.log(1 - 0.5)) - 1
