@@ -190,6 +190,16 @@ class GatedNet(nn.Module):
         with torch.no_grad():
             return [q > 0 for q in self._run(x, keep="pre")[1]]
 
+    @torch.no_grad()
+    def copy_gates_from(self, trained: GatedNet) -> None:
+        """Copy the gated layers of a trained relu network of the same shape into the frozen feature network."""
+        if not isinstance(trained, GatedNet) or trained.variant != "relu":
+            raise ValueError("copy_gates_from needs a trained network of variant 'relu' and the same shape")
+        if self.feature is None or self.variant not in HARD:
+            raise ValueError("copy_gates_from needs a model with a frozen feature network (frnpf-*, flnpf)")
+        for mine, theirs in zip(self.feature, trained.value[:-1]):
+            mine.load_state_dict(theirs.state_dict())
+
 
 class DGN(GatedNet):
     """A fully connected DGN: `depth` weight layers, `depth − 1` gated hidden layers of `width` units."""
@@ -248,15 +258,6 @@ class DGN(GatedNet):
         )
         model.copy_gates_from(trained)
         return model.to(trained.value[0].weight.dtype)
-
-    @torch.no_grad()
-    def copy_gates_from(self, trained: GatedNet) -> None:
-        """Copy a trained relu network's gated layers into this model's frozen feature network."""
-        if self.feature is None or self.variant not in HARD:
-            raise ValueError("copy_gates_from needs a model with a frozen feature network (frnpf-*, flnpf)")
-        for mine, theirs in zip(self.feature, trained.value[:-1]):
-            mine.load_state_dict(theirs.state_dict())
-
 
 class ConvDGN(GatedNet):
     """The convolutional DGNs of figure 10: VCONV (flatten) and GCONV (global average pooling).

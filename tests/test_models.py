@@ -128,3 +128,14 @@ def test_conv_dgn_shapes_and_gates(pooling, variant):
     assert model(x.reshape(3, -1)).shape == (3, 10)
     with pytest.raises(ValueError, match="expected"):
         model(torch.randn(3, 3, 8, 8))
+
+
+def test_conv_flnpf_copies_the_gates_of_a_trained_conv_relu():
+    relu = ConvDGN(in_channels=1, image_size=8, channels=(4, 4), dense=(8,), pooling="gap", seed=0)
+    fl = ConvDGN(in_channels=1, image_size=8, channels=(4, 4), dense=(8,), pooling="gap", variant="flnpf", seed=1)
+    x = torch.randn(2, 1, 8, 8)
+    assert not all(torch.equal(a, b) for a, b in zip(relu.gates(x), fl.gates(x)))
+    fl.copy_gates_from(relu)
+    assert all(torch.equal(a, b) for a, b in zip(relu.gates(x), fl.gates(x)))
+    with pytest.raises(ValueError, match="relu"):
+        fl.copy_gates_from(fl)
