@@ -134,39 +134,46 @@ class GatedNet(nn.Module):
             return (1.0 + self.eps) * torch.sigmoid(self.beta * q)
         return (q > 0).to(q.dtype)
 
-    def _feature_step(self, layer: nn.Module, zf: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """One feature layer: (gate, next feature activation)."""
-        qf = layer(zf)
-        g = self._gate(qf)
-        return g, qf * g
+    def _feature_pass(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """The separate feature network, gated by its own gates: (gates, pre-activations), one per gated layer."""
+        gates, pres, zf = [], [], x
+        for l, layer in enumerate(self.feature):
+            if l == self.flatten_at:
+                zf = self._reshape(zf)
+            qf = layer(zf)
+            g = self._gate(qf)
+            zf = torch.relu(qf) if self.variant in HARD else qf * g
+            gates.append(g)
+            pres.append(qf)
+        return gates, pres
 
     def _run(self, x: torch.Tensor, keep: str | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Forward pass; returns (output, per-layer list) where keep is None, "gates" or "pre" (feature q)."""
+        """Forward pass; returns (output, per-layer list) where keep is None, "gates" or "pre" (gating q)."""
         x = self._check_input(x)
-        z, zf, kept = x, x, []
-        hard_frozen = self.variant in HARD and self.feature is not None
+        if self.feature is not None:
+            if self.variant in HARD:
+                with torch.no_grad():  # hard gates carry no gradient: skip the autograd bookkeeping
+                    gates, pres = self._feature_pass(x)
+            else:
+                gates, pres = self._feature_pass(x)
+        z, kept = x, []
         for l, layer in enumerate(self.value[:-1]):
             if l == self.flatten_at:
-                z, zf = self._reshape(z), self._reshape(zf)
+                z = self._reshape(z)
             q = layer(z)
-            if self.variant == "linear":
-                g, qf = torch.ones_like(q), q
-            elif self.feature is None:  # relu: the value network gates itself
-                g, qf = self._gate(q), q
-            elif hard_frozen:
-                with torch.no_grad():  # hard gates carry no gradient; save the autograd bookkeeping
-                    qf = self.feature[l](zf)
-                    g = self._gate(qf)
-                    zf = qf * g
-            else:
-                qf = self.feature[l](zf)
-                g = self._gate(qf)
-                zf = qf * g
-            z = q * g
+            if self.feature is not None:
+                g, pre = gates[l], pres[l]
+                z = q * g
+            elif self.variant == "linear":  # no gating network: every gate is on
+                g, pre = None, torch.ones_like(q)
+                z = q
+            else:  # relu: the value network gates itself; q·1{q>0} is relu(q), in value and in gradient
+                g, pre = None, q
+                z = torch.relu(q)
             if keep == "gates":
-                kept.append(g)
+                kept.append(self._gate(pre) if g is None else g)
             elif keep == "pre":
-                kept.append(qf)
+                kept.append(pre)
         if self.flatten_at == len(self.value) - 1:
             z = self._reshape(z)
         return self.value[-1](z), kept
