@@ -2,8 +2,8 @@
 
 import json
 import re
-import tomllib
 
+import tomllib
 import yaml
 
 from dgnlib.report import repo_root
