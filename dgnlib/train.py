@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import random
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -127,6 +127,7 @@ def fit(
     probe: tuple[torch.Tensor, torch.Tensor] | None = None,
     progress: bool = True,
     device: str = "auto",
+    on_epoch: Callable[[int, GatedNet], None] | None = None,
 ) -> pd.DataFrame:
     """Train the model's trainable parameters; one row per epoch (epoch 0 = at initialisation).
 
@@ -134,6 +135,7 @@ def fit(
     output) or class indices (one-hot targets) for loss="mse". Columns: epoch, train_loss, train_acc, val_acc,
     test_acc, gates_changed (fraction of gates, on a fixed reference batch of training inputs, whose on/off state
     differs from initialisation), and nu (label alignment of the NPK on `probe`) when a probe is given.
+    `on_epoch(epoch, model)` is called after each row is logged (epoch 0 included), e.g. to snapshot the model.
     """
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {optimizer!r}: expected one of {', '.join(OPTIMIZERS)}")
@@ -165,6 +167,8 @@ def fit(
         return r
 
     rows = [row(0)]
+    if on_epoch is not None:
+        on_epoch(0, model)
     show = progress and sys.stderr.isatty()
     for epoch in tqdm(range(1, epochs + 1), desc=f"{model.variant}", disable=not show, leave=False):
         model.train()
@@ -176,6 +180,8 @@ def fit(
             _loss(loss, model(xb), yb).backward()
             opt.step()
         rows.append(row(epoch))
+        if on_epoch is not None:
+            on_epoch(epoch, model)
     return pd.DataFrame(rows)
 
 
