@@ -1,0 +1,281 @@
+"""Sweeps over depth d and width w for figures 03–05: NTK spectra, Monte Carlo fluctuation, GD training speed.
+
+All sweeps use a fixed-gate, bias-free value network with Bernoulli(μ) gates and ±σ weights (SPEC.md section 2) and
+return tidy pandas DataFrames (one row per matrix, entry group or run). Seeds for gates and weights are derived from
+one master seed with `derive_seed`, so that every (width, depth, draw) gets its own independent stream.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from . import theory
+from .train import gd_fixed_gates
+
+_STREAM_GATES, _STREAM_WEIGHTS, _STREAM_SAMPLE = 1, 2, 3
+
+
+def _check_sizes(name: str, values: Sequence[int], minimum: int) -> list[int]:
+    values = list(values)
+    if not values or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < minimum for v in values):
+        raise ValueError(f"{name} must be a non-empty list of integers >= {minimum}, got {values!r}")
+    return [int(v) for v in values]
+
+
+def derive_seed(seed: int, *keys: int) -> int:
+    """A seed in [0, 2³¹) for a torch generator, from a master seed and integer keys (numpy SeedSequence)."""
+    return int(np.random.SeedSequence([int(seed), *map(int, keys)]).generate_state(1)[0] >> 1)
+
+
+def unit_sphere_data(n: int, dim: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """n inputs uniform on the unit sphere of R^dim, (n, dim) float64, and balanced ±1 labels (n,) independent of x."""
+    if n < 2 or dim < 1:
+        raise ValueError(f"need n >= 2 inputs of dimension >= 1, got n={n!r}, dim={dim!r}")
+    gen = torch.Generator().manual_seed(derive_seed(seed, 0))
+    x = torch.randn(n, dim, generator=gen, dtype=torch.float64)
+    x = x / x.norm(dim=1, keepdim=True)
+    y = torch.where(torch.arange(n) < (n + 1) // 2, 1.0, -1.0).to(torch.float64)
+    return x, y[torch.randperm(n, generator=gen)]
+
+
+def offdiag_fraction(K: torch.Tensor) -> float:
+    """‖K − diag(K)‖_F / ‖K‖_F of a square matrix: 0 for a diagonal matrix."""
+    K = torch.as_tensor(K, dtype=torch.float64)
+    off = K - torch.diag(torch.diagonal(K))
+    return float(torch.linalg.norm(off) / torch.linalg.norm(K))
+
+
+def spearman(a: Sequence[float], b: Sequence[float]) -> float:
+    """Spearman rank correlation of two equally long sequences (average ranks for ties; NaN if one is constant)."""
+    ra = pd.Series(np.asarray(a, dtype=float)).rank().to_numpy()
+    rb = pd.Series(np.asarray(b, dtype=float)).rank().to_numpy()
+    if len(ra) != len(rb) or len(ra) < 2:
+        raise ValueError(f"need two sequences of the same length >= 2, got {len(ra)} and {len(rb)}")
+    if ra.std() == 0 or rb.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def interior_minimum(depths: Sequence[int], values: Sequence[float]) -> tuple[int, bool]:
+    """(depth of the smallest value, whether it is interior: larger values at both the first and the last depth)."""
+    v = np.asarray(values, dtype=float)
+    if len(v) != len(depths) or len(v) == 0:
+        raise ValueError(f"depths and values must be non-empty and equally long, got {len(depths)} and {len(v)}")
+    i = int(np.argmin(v))
+    return int(depths[i]), bool(v[0] > v[i] and v[-1] > v[i])
+
+
+def fit_power_law(df: pd.DataFrame, y: str, xs: Sequence[str], linear: Sequence[str] = ()) -> dict:
+    """Least-squares fit of log y = log C + Σ a_k log x_k + Σ b_j z_j; returns exponents a, rates b, C, r2, points.
+
+    Columns in `xs` enter as power laws (y ∝ x^a, key "exponent_<x>"), columns in `linear` as exponentials
+    (y ∝ e^{b z}, key "rate_<z>"); also "prefactor" C, "r2" (of log y) and the number of "points".
+    """
+    xs, linear = list(xs), list(linear)
+    cols = [y, *xs, *linear]
+    data = df[cols].astype(float)
+    if data.isna().any().any() or not np.isfinite(data.to_numpy()).all() or (data[[y, *xs]] <= 0).any().any():
+        raise ValueError(f"power-law fit needs finite values, positive in columns {[y, *xs]}")
+    if len(data) < len(xs) + len(linear) + 1:
+        raise ValueError(
+            f"need at least {len(xs) + len(linear) + 1} points for {len(xs) + len(linear)} terms, got {len(data)}"
+        )
+    design = np.column_stack(
+        [np.ones(len(data)), *(np.log(data[x].to_numpy()) for x in xs), *(data[z].to_numpy() for z in linear)]
+    )
+    target = np.log(data[y].to_numpy())
+    coef, *_ = np.linalg.lstsq(design, target, rcond=None)
+    resid = target - design @ coef
+    total = ((target - target.mean()) ** 2).sum()
+    r2 = 1.0 - (resid**2).sum() / total if total > 0 else 1.0
+    out = {f"exponent_{x}": float(a) for x, a in zip(xs, coef[1 : 1 + len(xs)])}
+    out.update({f"rate_{z}": float(b) for z, b in zip(linear, coef[1 + len(xs) :])})
+    return {**out, "prefactor": float(math.exp(coef[0])), "r2": float(r2), "points": len(data)}
+
+
+# -- figure 03: spectra -------------------------------------------------------------------------------------------
+
+
+def spectrum_sweep(
+    x: torch.Tensor, depths: Sequence[int], widths: Sequence[int], mu: float = 0.5, draws: int = 1, seed: int = 0
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Trace-normalised spectra of the ideal E[K_0] and of sampled finite-width K_0 (σ² = 1/(μw)), per depth.
+
+    Returns (eigs, summary). eigs: one row per eigenvalue with columns kernel ("ideal" | "sampled"), width (<NA> for
+    ideal), depth, draw, index, eigenvalue (divided by trace/n), ecdf (i/n). summary: one row per matrix with
+    kernel, width, depth, draw, cond (λ_max/λ_min), offdiag_fraction (of the matrix divided by trace/n).
+    """
+    depths, widths = _check_sizes("depths", depths, 2), _check_sizes("widths", widths, 1)
+    if draws < 1:
+        raise ValueError(f"draws must be >= 1, got {draws!r}")
+    eig_rows, summary_rows = [], []
+
+    def record(kernel: str, width: int | None, depth: int, draw: int, K: torch.Tensor) -> None:
+        evals, ecdf = theory.eig_ecdf(K, normalise="trace")
+        key = {"kernel": kernel, "width": width, "depth": depth, "draw": draw}
+        eig_rows.append(pd.DataFrame({**key, "index": np.arange(len(evals)), "eigenvalue": evals, "ecdf": ecdf}))
+        Kn = K / (torch.trace(K) / K.shape[0])
+        summary_rows.append({**key, "cond": theory.condition_number(K), "offdiag_fraction": offdiag_fraction(Kn)})
+
+    for depth in depths:
+        record("ideal", None, depth, 0, theory.ideal_gram(x, depth, mu))
+    for width in widths:
+        sigma = math.sqrt(1.0 / (mu * width))
+        for depth in depths:
+            Ks = theory.sample_ntk(
+                x, width, depth, mu, sigma, draws, seed=derive_seed(seed, _STREAM_SAMPLE, width, depth)
+            )
+            for k, K in enumerate(Ks):
+                record("sampled", width, depth, k, K)
+    eigs = pd.concat(eig_rows, ignore_index=True)
+    summary = pd.DataFrame(summary_rows)
+    for frame in (eigs, summary):
+        frame["width"] = frame["width"].astype("Int64")
+    return eigs, summary
+
+
+# -- figure 04: fluctuation of K_0 over the weights --------------------------------------------------------------
+
+
+def entry_relative_variance(
+    x: torch.Tensor, gates: Sequence[torch.Tensor], sigma: float, draws: int, seed: int = 0, batch: int | None = None
+) -> dict:
+    """Var/E² of K_0 entries over `draws` ±sigma weight draws, gates fixed; E is the exact expected_ntk.
+
+    Returns {"relvar_diag": mean over diagonal entries of Var/E² (theory.relative_variance), "relvar_off": pooled
+    off-diagonal Σ Var / Σ E², "relvar_off_entrywise": mean over off-diagonal entries of Var/E², "offdiag_noise":
+    mean over s ≠ s' of Var K(s,s') / (E K(s,s) · E K(s',s')) (off-diagonal fluctuation on the diagonal's scale),
+    "mc_mean_error": ‖MC mean − E‖_F / ‖E‖_F}. The pooled off-diagonal ratio is reported because entrywise ratios
+    blow up where the input correlation Σ(s, s') is near zero.
+    """
+    width, depth = gates[0].shape[1], len(gates) + 1
+    if batch is None:  # keep one batch of weight draws under ~256 MB
+        batch = max(1, min(64, int(2**28 // (8 * width * width * max(depth - 1, 1)))))
+    mc_mean, var = theory.ntk_moments(x, gates, sigma, draws, seed=seed, batch=batch)
+    exact = theory.expected_ntk(x, gates, sigma)
+    off = ~torch.eye(exact.shape[0], dtype=torch.bool)
+    diag = torch.diagonal(exact)
+    return {
+        "relvar_diag": theory.relative_variance(exact, var, diagonal=True),
+        "relvar_off": float(var[off].sum() / (exact[off] ** 2).sum()),
+        "relvar_off_entrywise": theory.relative_variance(exact, var, diagonal=False),
+        "offdiag_noise": float((var / (diag[:, None] * diag[None, :]))[off].mean()),
+        "mc_mean_error": float(torch.linalg.norm(mc_mean - exact) / torch.linalg.norm(exact)),
+    }
+
+
+def variance_sweep(
+    x: torch.Tensor,
+    depths: Sequence[int],
+    widths: Sequence[int],
+    mu: float = 0.5,
+    draws: int = 200,
+    gate_draws: int = 1,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Var/E² of K_0 entries over ±σ weights, σ² = 1/(μw), fixed Bernoulli(μ) gates: one row per (w, d, gate draw).
+
+    For each width and gate draw the gates of the deepest network are drawn once and depth d uses its first d − 1
+    gated layers (common random numbers across depth). Columns: width, depth, gate_draw, draws and the entries of
+    `entry_relative_variance`.
+    """
+    depths, widths = _check_sizes("depths", depths, 2), _check_sizes("widths", widths, 1)
+    if gate_draws < 1:
+        raise ValueError(f"gate_draws must be >= 1, got {gate_draws!r}")
+    n, rows = x.shape[0], []
+    for width in widths:
+        sigma = math.sqrt(1.0 / (mu * width))
+        for g in range(gate_draws):
+            all_gates = theory.bernoulli_gates(
+                n, width, max(depths), mu, seed=derive_seed(seed, _STREAM_GATES, width, g)
+            )
+            for depth in depths:
+                stats = entry_relative_variance(
+                    x, all_gates[: depth - 1], sigma, draws, seed=derive_seed(seed, _STREAM_WEIGHTS, width, depth, g)
+                )
+                rows.append({"width": width, "depth": depth, "gate_draw": g, "draws": draws, **stats})
+    return pd.DataFrame(rows)
+
+
+# -- figure 05: training speed -----------------------------------------------------------------------------------
+
+
+def training_sweep(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    depths: Sequence[int],
+    widths: Sequence[int],
+    seeds: Sequence[int],
+    mu: float = 0.5,
+    sigma2_w: float = 2.0,
+    max_steps: int = 5000,
+    step_scale: float = 0.5,
+    tol: float = 0.01,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Full-batch GD (`train.gd_fixed_gates`) of the value network, Bernoulli(μ) gates, ±σ weights with σ² = sigma2_w/w.
+
+    For each (width, seed) the gates and weights of the deepest network are drawn once; depth d uses the first d − 1
+    gated layers, the input layer and the hidden layers before them, and the same output layer (common random numbers
+    across depth). Each run stops when the loss falls to tol × its initial value, or after max_steps.
+    Returns (runs, curves). runs: one row per (width, depth, seed) with steps (NaN if not reached), reached, cond
+    (λ_max/λ_min of K_0), lr, final_ratio (last loss / initial loss), loss_increases (steps after which the loss went
+    up: 0 when it fell monotonically). curves: width, depth, seed, step, loss_ratio.
+    """
+    depths, widths = _check_sizes("depths", depths, 2), _check_sizes("widths", widths, 1)
+    seeds = list(seeds)
+    if not seeds or max_steps < 1:
+        raise ValueError(f"need at least one seed and max_steps >= 1, got seeds={seeds!r}, max_steps={max_steps!r}")
+    n, d_in, d_max = x.shape[0], x.reshape(x.shape[0], -1).shape[1], max(depths)
+    run_rows, curve_rows = [], []
+    for width in widths:
+        sigma = math.sqrt(sigma2_w / width)
+        for s in seeds:
+            all_gates = theory.bernoulli_gates(n, width, d_max, mu, seed=derive_seed(s, _STREAM_GATES, width))
+            all_weights = theory.bernoulli_weights(
+                d_in, width, d_max, sigma, seed=derive_seed(s, _STREAM_WEIGHTS, width)
+            )
+            for depth in depths:
+                weights = [*all_weights[: depth - 1], all_weights[-1]]
+                res = gd_fixed_gates(x, y, all_gates[: depth - 1], weights, max_steps, step_scale, tol, stop=True)
+                ratio = res["loss"] / res["loss"][0]
+                key = {"width": width, "depth": depth, "seed": s}
+                reached = res["steps_to_tol"] is not None
+                run_rows.append(
+                    {
+                        **key,
+                        "steps": float(res["steps_to_tol"]) if reached else float("nan"),
+                        "reached": reached,
+                        "cond": res["cond"],
+                        "lr": res["lr"],
+                        "final_ratio": float(ratio[-1]),
+                        "loss_increases": int((np.diff(ratio) > 0).sum()),
+                    }
+                )
+                curve_rows.append(pd.DataFrame({**key, "step": np.arange(len(ratio)), "loss_ratio": ratio}))
+    return pd.DataFrame(run_rows), pd.concat(curve_rows, ignore_index=True)
+
+
+def summarise_runs(runs: pd.DataFrame, max_steps: int) -> pd.DataFrame:
+    """Per (width, depth): median and quartiles of steps, censored run count, median cond of K_0 (one row each).
+
+    Runs that did not reach the threshold count as max_steps (a lower bound) and are counted in `censored`.
+    """
+
+    def q(p: float):
+        return lambda s: float(np.quantile(s, p))
+
+    filled = runs.assign(steps=runs["steps"].fillna(float(max_steps)), censored=~runs["reached"].astype(bool))
+    out = filled.groupby(["width", "depth"], sort=True).agg(
+        steps_median=("steps", "median"),
+        steps_q25=("steps", q(0.25)),
+        steps_q75=("steps", q(0.75)),
+        censored=("censored", "sum"),
+        cond_median=("cond", "median"),
+        seeds=("seed", "count"),
+    )
+    return out.reset_index()
