@@ -6,6 +6,7 @@ import base64
 import html
 import importlib.util
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -64,6 +65,9 @@ def mathjax_url(folder: Path) -> str:
     return f"mathjax/MathJax.js?config={config},Safe,dgn-local"
 
 
+NOTEBOOK_LINK = re.compile(r'href="(?:\.\./notebooks/|notebooks/)?(\d\d_[A-Za-z0-9_]+)\.ipynb"')
+
+
 def notebook_html(layout: Layout, path: Path, mathjax: str | None = None) -> str:
     """One executed notebook as standalone HTML (output images are inline; Markdown images get embedded)."""
     import nbformat
@@ -76,7 +80,8 @@ def notebook_html(layout: Layout, path: Path, mathjax: str | None = None) -> str
     node = nbformat.read(path, as_version=4)
     resources = {"metadata": {"name": path.stem, "path": str(layout.notebooks)}}
     body, _ = exporter.from_notebook_node(node, resources=resources)
-    return body
+    # links between notebooks (the index page's table) point at their rendered pages
+    return NOTEBOOK_LINK.sub(r'href="\1.html"', body)
 
 
 def _thumbnail(path: Path) -> str:

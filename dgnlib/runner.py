@@ -47,6 +47,7 @@ NOTEBOOK_NAME = re.compile(r"^(\d\d)_[A-Za-z0-9_]+\.ipynb$")
 # Files of dgnlib that drive the runner only: a change to them does not change any figure.
 RUNNER_ONLY = frozenset({"runner.py", "render.py", "cli.py", "__main__.py"})
 MAIN_PACKAGES = ("torch", "numpy", "scipy", "pandas", "matplotlib", "seaborn", "pooch", "papermill", "ipykernel")
+INDEX_ID = "00"  # the front page: it lists the other figures, so it runs last and is never served from the cache
 README_START = "<!-- figures:start -->"
 README_END = "<!-- figures:end -->"
 UNKNOWN = object()  # a default that is not a Python literal: any value is accepted
@@ -166,10 +167,15 @@ def find_notebooks(layout: Layout) -> list[Notebook]:
     return [Notebook(p) for p in sorted(paths)]
 
 
+def run_order(nb: Notebook) -> tuple[bool, str]:
+    """Sort key: by name, the index page last (it reads what the others wrote)."""
+    return nb.id == INDEX_ID, nb.stem
+
+
 def select(notebooks: Sequence[Notebook], only: str | Sequence[str] | None) -> list[Notebook]:
     """The notebooks named by `--only` (ids like 03 or stems, comma separated); all when `only` is empty."""
     if not only:
-        return list(notebooks)
+        return sorted(notebooks, key=run_order)
     names = [n.strip() for n in (only.split(",") if isinstance(only, str) else only) if n.strip()]
     chosen = []
     for name in names:
@@ -180,7 +186,7 @@ def select(notebooks: Sequence[Notebook], only: str | Sequence[str] | None) -> l
             raise InputError(f"--only {name}: no notebook with that id or name (ids available: {known})")
         if match[0] not in chosen:
             chosen.append(match[0])
-    return sorted(chosen, key=lambda nb: nb.stem)
+    return sorted(chosen, key=run_order)
 
 
 def read_params(layout: Layout, nb: Notebook) -> dict[str, Param]:
@@ -776,6 +782,8 @@ def readme_table(layout: Layout, manifest: dict) -> str:
         "|---|---|---|---|---|---|",
     ]
     for fig_id, entry in sorted(manifest["figures"].items()):
+        if fig_id == INDEX_ID:
+            continue
         notebook = layout.root / entry.get("notebook", "")
         verdict = f"{_cell(entry.get('verdict'))} ({entry.get('profile', '?')})"
         seconds = entry.get("run_seconds_by_profile", {}).get("quick")
@@ -926,7 +934,12 @@ def reproduce(
     todo = []
     for job in todo_jobs:
         job.key, job.parts = cache_key(job.notebook, profile, job.overrides, ctx)
-        cached, job.reason = (False, "--force") if force else cache_status(layout, profile, job, ctx)
+        if force:
+            cached, job.reason = False, "--force"
+        elif job.notebook.id == INDEX_ID:
+            cached, job.reason = False, "the index page always reruns"
+        else:
+            cached, job.reason = cache_status(layout, profile, job, ctx)
         if cached:
             job.status = "cached"
             restore_entry(layout, profile, job)

@@ -17,6 +17,7 @@ from .kernels import alignment, npk, value_ntk
 from .models import GatedNet
 
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
+EVAL_BATCH = 256  # big enough to amortise the Python loop, small enough for conv activations to stay in cache
 LOSSES = ("ce", "mse")
 
 
@@ -71,7 +72,7 @@ def _correct(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def evaluate(
-    model: GatedNet, x: torch.Tensor, y: torch.Tensor, loss: str = "ce", batch: int = 2048
+    model: GatedNet, x: torch.Tensor, y: torch.Tensor, loss: str = "ce", batch: int = EVAL_BATCH
 ) -> tuple[float, float]:
     """(mean loss, accuracy) of `model` on (x, y), in evaluation batches."""
     device = next(model.parameters()).device
@@ -85,9 +86,14 @@ def evaluate(
 
 
 @torch.no_grad()
-def _pattern(model: GatedNet, x: torch.Tensor) -> torch.Tensor:
+def _pattern(model: GatedNet, x: torch.Tensor, batch: int = EVAL_BATCH) -> torch.Tensor:
+    """On/off state of every gate for every input: (n, total gates) bool, computed in evaluation batches."""
     device = next(model.parameters()).device
-    return torch.cat([p.reshape(p.shape[0], -1) for p in model.gate_pattern(x.to(device))], dim=1).cpu()
+    chunks = []
+    for i in range(0, x.shape[0], batch):
+        pattern = model.gate_pattern(x[i : i + batch].to(device))
+        chunks.append(torch.cat([p.reshape(p.shape[0], -1) for p in pattern], dim=1).cpu())
+    return torch.cat(chunks)
 
 
 @torch.no_grad()
