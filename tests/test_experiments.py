@@ -2,20 +2,13 @@
 
 import pandas as pd
 import pytest
-import torch
+from synthetic import two_blobs
 
 from dgnlib.experiments import dgn_factory, final_accuracy, summarise, train_variants
 
 
-def blobs(n=120, d=4, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    y = torch.randint(0, 2, (n,), generator=gen)
-    x = torch.where(y[:, None] == 1, 1.0, -1.0) + torch.randn(n, d, generator=gen)
-    return {"train": (x[:90], y[:90]), "test": (x[90:], y[90:])}
-
-
 def test_train_variants_rows_and_flnpf_uses_trained_relu_gates():
-    data = blobs()
+    data = two_blobs()
     hist = train_variants(
         dgn_factory(d_in=4, width=8, depth=3, d_out=2),
         data,

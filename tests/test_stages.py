@@ -3,19 +3,13 @@
 import pandas as pd
 import pytest
 import torch
+from synthetic import two_blobs
 
 from dgnlib.experiments import dgn_factory
 from dgnlib.stages import FLNPF_SEED_OFFSET, check_stages, relu_snapshots, stage_accuracy, stage_gates_experiment
 from dgnlib.train import evaluate, fit, seed_everything
 
 FIT = {"lr": 1e-2, "batch_size": 16, "progress": False}
-
-
-def blobs(n=120, d=4, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    y = torch.randint(0, 2, (n,), generator=gen)
-    x = torch.where(y[:, None] == 1, 1.0, -1.0) + torch.randn(n, d, generator=gen)
-    return {"train": (x[:90], y[:90]), "test": (x[90:], y[90:])}
 
 
 def factory():
@@ -32,7 +26,7 @@ def test_check_stages_sorts_and_rejects_bad_stages():
 
 
 def test_snapshots_are_the_full_runs_state_after_each_stage():
-    data = blobs()
+    data = two_blobs()
     snaps, history = relu_snapshots(factory(), data, [0, 1, 3], epochs=3, seed=2, **FIT)
     assert list(snaps) == [0, 1, 3] and history["epoch"].tolist() == [0, 1, 2, 3]
     initial = factory()("relu", 2)
@@ -48,7 +42,7 @@ def test_snapshots_are_the_full_runs_state_after_each_stage():
 
 
 def test_experiment_rows_and_each_flnpf_uses_its_stage_gates():
-    data = blobs()
+    data = two_blobs()
     hist = stage_gates_experiment(factory(), data, [2, 0], epochs=2, seeds=[0, 1], **FIT)
     assert len(hist) == 2 * (1 + 1 + 2) * 3  # seeds × (relu, frnpf-ii, 2 stages) × (epochs + 1)
     assert (hist.loc[hist["variant"] == "flnpf", "gates_changed"] == 0).all()
@@ -67,7 +61,7 @@ def test_experiment_rows_and_each_flnpf_uses_its_stage_gates():
 
 
 def test_stage_accuracy_one_row_per_variant_stage_seed():
-    hist = stage_gates_experiment(factory(), blobs(), [0, 1], epochs=1, seeds=[0], **FIT)
+    hist = stage_gates_experiment(factory(), two_blobs(), [0, 1], epochs=1, seeds=[0], **FIT)
     acc = stage_accuracy(hist)
     assert len(acc) == 4 and list(acc.columns[:3]) == ["variant", "stage", "seed"]
     flnpf = acc[acc["variant"] == "flnpf"]
