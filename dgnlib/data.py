@@ -475,6 +475,14 @@ def binary_pair(x, y, neg: int = 4, pos: int = 7):
     return x[mask], np.where(y[mask] == pos, 1.0, -1.0).astype(np.float32)
 
 
+def standardize_channels(splits: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> dict:
+    """Standardise every split per input channel (dim 1) with the training split's mean and std; labels kept."""
+    x = splits["train"][0]
+    dims = tuple(d for d in range(x.dim()) if d != 1)
+    mean, std = x.mean(dim=dims, keepdim=True), x.std(dim=dims, keepdim=True).clamp_min(1e-12)
+    return {k: ((xs - mean) / std, ys) for k, (xs, ys) in splits.items()}
+
+
 def load_classification(
     name: str,
     *,

@@ -462,3 +462,17 @@ def test_load_classification(sandbox, monkeypatch):
     assert full["train"][0].shape == (N["train"], 1, 28, 28) and full["test"][0].shape[0] == N["test"]
     with pytest.raises(ValueError, match="multiple"):
         data.load_classification("mnist", n_train=15)
+
+
+def test_standardize_channels_uses_training_statistics_per_channel():
+    gen = torch.Generator().manual_seed(0)
+    train = torch.randn(50, 3, 4, 4, generator=gen) * torch.tensor([1.0, 2.0, 5.0])[:, None, None] + 7.0
+    test = train[:10] + 1.0
+    out = data.standardize_channels({"train": (train, torch.zeros(50)), "test": (test, torch.ones(10))})
+    x = out["train"][0]
+    torch.testing.assert_close(x.mean(dim=(0, 2, 3)), torch.zeros(3), atol=1e-5, rtol=0)
+    torch.testing.assert_close(x.std(dim=(0, 2, 3)), torch.ones(3), atol=1e-5, rtol=0)
+    # the test split is shifted by the training statistics, not standardised on its own
+    std = train.std(dim=(0, 2, 3))
+    torch.testing.assert_close(out["test"][0] - x[:10], (1.0 / std)[None, :, None, None].expand(10, 3, 4, 4))
+    assert torch.equal(out["test"][1], torch.ones(10))
