@@ -456,17 +456,6 @@ def balanced_subset(x: np.ndarray, y: np.ndarray, per_class: int, seed: int = 0)
     return x[idx], y[idx]
 
 
-def train_val_split(
-    x: np.ndarray, y: np.ndarray, val_fraction: float = 0.1, seed: int = 0
-) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
-    """A seeded random split ((x_train, y_train), (x_val, y_val)), round(val_fraction * N) rows validating."""
-    n_val = round(val_fraction * len(y))
-    if not 0 < n_val < len(y):
-        raise ValueError(f"val_fraction={val_fraction} leaves an empty part of {len(y)} examples")
-    idx = np.random.default_rng(seed).permutation(len(y))
-    return (x[idx[n_val:]], y[idx[n_val:]]), (x[idx[:n_val]], y[idx[:n_val]])
-
-
 def binary_pair(x, y, neg: int = 4, pos: int = 7):
     """The examples of classes `neg` and `pos` with float32 labels -1 / +1 (numpy arrays or torch tensors)."""
     mask = (y == neg) | (y == pos)

@@ -15,6 +15,8 @@ import pandas as pd
 import torch
 
 from . import theory
+from .seeding import derive_seed
+from .stats import fit_power_law, interior_minimum, spearman  # noqa: F401  (re-exported for notebooks)
 from .train import gd_fixed_gates
 
 _STREAM_GATES, _STREAM_WEIGHTS, _STREAM_SAMPLE = 1, 2, 3
@@ -25,11 +27,6 @@ def _check_sizes(name: str, values: Sequence[int], minimum: int) -> list[int]:
     if not values or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < minimum for v in values):
         raise ValueError(f"{name} must be a non-empty list of integers >= {minimum}, got {values!r}")
     return [int(v) for v in values]
-
-
-def derive_seed(seed: int, *keys: int) -> int:
-    """A seed in [0, 2³¹) for a torch generator, from a master seed and integer keys (numpy SeedSequence)."""
-    return int(np.random.SeedSequence([int(seed), *map(int, keys)]).generate_state(1)[0] >> 1)
 
 
 def unit_sphere_data(n: int, dim: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -48,54 +45,6 @@ def offdiag_fraction(K: torch.Tensor) -> float:
     K = torch.as_tensor(K, dtype=torch.float64)
     off = K - torch.diag(torch.diagonal(K))
     return float(torch.linalg.norm(off) / torch.linalg.norm(K))
-
-
-def spearman(a: Sequence[float], b: Sequence[float]) -> float:
-    """Spearman rank correlation of two equally long sequences (average ranks for ties; NaN if one is constant)."""
-    ra = pd.Series(np.asarray(a, dtype=float)).rank().to_numpy()
-    rb = pd.Series(np.asarray(b, dtype=float)).rank().to_numpy()
-    if len(ra) != len(rb) or len(ra) < 2:
-        raise ValueError(f"need two sequences of the same length >= 2, got {len(ra)} and {len(rb)}")
-    if ra.std() == 0 or rb.std() == 0:
-        return float("nan")
-    return float(np.corrcoef(ra, rb)[0, 1])
-
-
-def interior_minimum(depths: Sequence[int], values: Sequence[float]) -> tuple[int, bool]:
-    """(depth of the smallest value, whether it is interior: larger values at both the first and the last depth)."""
-    v = np.asarray(values, dtype=float)
-    if len(v) != len(depths) or len(v) == 0:
-        raise ValueError(f"depths and values must be non-empty and equally long, got {len(depths)} and {len(v)}")
-    i = int(np.argmin(v))
-    return int(depths[i]), bool(v[0] > v[i] and v[-1] > v[i])
-
-
-def fit_power_law(df: pd.DataFrame, y: str, xs: Sequence[str], linear: Sequence[str] = ()) -> dict:
-    """Least-squares fit of log y = log C + Σ a_k log x_k + Σ b_j z_j; returns exponents a, rates b, C, r2, points.
-
-    Columns in `xs` enter as power laws (y ∝ x^a, key "exponent_<x>"), columns in `linear` as exponentials
-    (y ∝ e^{b z}, key "rate_<z>"); also "prefactor" C, "r2" (of log y) and the number of "points".
-    """
-    xs, linear = list(xs), list(linear)
-    cols = [y, *xs, *linear]
-    data = df[cols].astype(float)
-    if data.isna().any().any() or not np.isfinite(data.to_numpy()).all() or (data[[y, *xs]] <= 0).any().any():
-        raise ValueError(f"power-law fit needs finite values, positive in columns {[y, *xs]}")
-    if len(data) < len(xs) + len(linear) + 1:
-        raise ValueError(
-            f"need at least {len(xs) + len(linear) + 1} points for {len(xs) + len(linear)} terms, got {len(data)}"
-        )
-    design = np.column_stack(
-        [np.ones(len(data)), *(np.log(data[x].to_numpy()) for x in xs), *(data[z].to_numpy() for z in linear)]
-    )
-    target = np.log(data[y].to_numpy())
-    coef, *_ = np.linalg.lstsq(design, target, rcond=None)
-    resid = target - design @ coef
-    total = ((target - target.mean()) ** 2).sum()
-    r2 = 1.0 - (resid**2).sum() / total if total > 0 else 1.0
-    out = {f"exponent_{x}": float(a) for x, a in zip(xs, coef[1 : 1 + len(xs)])}
-    out.update({f"rate_{z}": float(b) for z, b in zip(linear, coef[1 + len(xs) :])})
-    return {**out, "prefactor": float(math.exp(coef[0])), "r2": float(r2), "points": len(data)}
 
 
 # -- figure 03: spectra -------------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ import torch
 
 from .kernels import ntk
 from .models import GatedNet, init_layer
+from .stats import loglog_slope  # noqa: F401  (re-exported for notebook 02)
 from .theory import expected_ntk, ntk_moments
 
 
@@ -108,11 +109,3 @@ def error_vs_draws(
                 }
             )
     return pd.DataFrame(rows)
-
-
-def loglog_slope(n: Sequence[float], err: Sequence[float]) -> float:
-    """Least-squares slope b of log(err) = a + b·log(n) (−1/2 for a Monte Carlo error)."""
-    n, err = np.asarray(n, dtype=float), np.asarray(err, dtype=float)
-    if n.shape != err.shape or n.size < 2 or (n <= 0).any() or (err <= 0).any():
-        raise ValueError("need at least two positive (n, err) pairs of equal length")
-    return float(np.polyfit(np.log(n), np.log(err), 1)[0])

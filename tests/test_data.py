@@ -413,17 +413,6 @@ def test_balanced_subset_is_balanced_and_seeded():
         data.balanced_subset(x, y, int(np.bincount(y).min()) + 1, seed=0)
 
 
-def test_train_val_split():
-    x, y = np.arange(100) * 2, np.arange(100) % 10
-    (xt, yt), (xv, yv) = data.train_val_split(x, y, 0.2, seed=3)
-    assert len(xv) == 20 and len(xt) == 80
-    assert sorted(np.concatenate([xt, xv]).tolist()) == x.tolist()
-    np.testing.assert_array_equal(yt, (xt // 2) % 10)
-    np.testing.assert_array_equal(data.train_val_split(x, y, 0.2, seed=3)[1][0], xv)
-    with pytest.raises(ValueError):
-        data.train_val_split(x, y, 0.0)
-
-
 def test_binary_pair_labels():
     x = np.arange(20)
     y = np.arange(20) % 10

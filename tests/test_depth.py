@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from dgnlib import depth, theory
+from dgnlib import depth, seeding, stats, theory
 from dgnlib.train import gd_fixed_gates
 
 
@@ -24,32 +24,32 @@ def test_unit_sphere_data_is_unit_norm_balanced_and_seeded():
 
 
 def test_derive_seed_is_deterministic_distinct_and_in_range():
-    seeds = {depth.derive_seed(0, a, b) for a in range(5) for b in range(5)}
+    seeds = {seeding.derive_seed(0, a, b) for a in range(5) for b in range(5)}
     assert len(seeds) == 25 and all(0 <= s < 2**31 for s in seeds)
-    assert depth.derive_seed(7, 1, 2) == depth.derive_seed(7, 1, 2) != depth.derive_seed(7, 2, 1)
+    assert seeding.derive_seed(7, 1, 2) == seeding.derive_seed(7, 1, 2) != seeding.derive_seed(7, 2, 1)
 
 
 def test_offdiag_fraction_spearman_interior_minimum():
     assert depth.offdiag_fraction(torch.diag(torch.tensor([1.0, 2.0]))) == 0
     assert depth.offdiag_fraction(torch.tensor([[1.0, 1.0], [1.0, 1.0]])) == pytest.approx(math.sqrt(0.5))
-    assert depth.spearman([1, 2, 3, 4], [10, 20, 25, 100]) == pytest.approx(1.0)
-    assert depth.spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
-    assert depth.spearman([1, 2, 3], [0.5, 0.1, 0.3]) == pytest.approx(-0.5)
-    assert math.isnan(depth.spearman([1, 2, 3], [1, 1, 1]))
-    assert depth.interior_minimum([2, 4, 6, 8], [5, 2, 3, 9]) == (4, True)
-    assert depth.interior_minimum([2, 4, 6], [1, 2, 3]) == (2, False)
-    assert depth.interior_minimum([2, 4, 6], [3, 2, 1]) == (6, False)
+    assert stats.spearman([1, 2, 3, 4], [10, 20, 25, 100]) == pytest.approx(1.0)
+    assert stats.spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    assert stats.spearman([1, 2, 3], [0.5, 0.1, 0.3]) == pytest.approx(-0.5)
+    assert math.isnan(stats.spearman([1, 2, 3], [1, 1, 1]))
+    assert stats.interior_minimum([2, 4, 6, 8], [5, 2, 3, 9]) == (4, True)
+    assert stats.interior_minimum([2, 4, 6], [1, 2, 3]) == (2, False)
+    assert stats.interior_minimum([2, 4, 6], [3, 2, 1]) == (6, False)
 
 
 def test_fit_power_law_recovers_exponents_and_rejects_non_positive():
     d, w = np.meshgrid([2.0, 4.0, 8.0, 16.0], [25.0, 100.0, 500.0])
     df = pd.DataFrame({"d": d.ravel(), "w": w.ravel(), "v": 0.3 * d.ravel() ** 1.6 / w.ravel()})
-    fit = depth.fit_power_law(df, "v", ["d", "w"])
+    fit = stats.fit_power_law(df, "v", ["d", "w"])
     assert fit["exponent_d"] == pytest.approx(1.6) and fit["exponent_w"] == pytest.approx(-1.0)
     assert fit["prefactor"] == pytest.approx(0.3) and fit["r2"] == pytest.approx(1.0) and fit["points"] == 12
     with pytest.raises(ValueError, match="positive"):
-        depth.fit_power_law(df.assign(v=-df["v"]), "v", ["d"])
-    expo = depth.fit_power_law(df.assign(v=2.0 * np.exp(0.7 * df["d"]) * df["w"] ** -0.5), "v", ["w"], linear=["d"])
+        stats.fit_power_law(df.assign(v=-df["v"]), "v", ["d"])
+    expo = stats.fit_power_law(df.assign(v=2.0 * np.exp(0.7 * df["d"]) * df["w"] ** -0.5), "v", ["w"], linear=["d"])
     assert expo["rate_d"] == pytest.approx(0.7) and expo["exponent_w"] == pytest.approx(-0.5)
     assert expo["prefactor"] == pytest.approx(2.0) and "exponent_d" not in expo
 
@@ -107,8 +107,8 @@ def test_training_sweep_matches_gd_fixed_gates_and_summarise_censors():
         c = curves[(curves["depth"] == run["depth"]) & (curves["seed"] == run["seed"])]["loss_ratio"].to_numpy()
         assert c[0] == 1.0 and c[-1] <= 0.05 and (c[:-1] > 0.05).all() and len(c) == run["steps"] + 1
     # the depth-2 network of seed 0 is the prefix of the deepest network's draws
-    gates = theory.bernoulli_gates(8, 5, 3, 0.5, seed=depth.derive_seed(0, 1, 5))
-    weights = theory.bernoulli_weights(3, 5, 3, math.sqrt(2 / 5), seed=depth.derive_seed(0, 2, 5))
+    gates = theory.bernoulli_gates(8, 5, 3, 0.5, seed=seeding.derive_seed(0, 1, 5))
+    weights = theory.bernoulli_weights(3, 5, 3, math.sqrt(2 / 5), seed=seeding.derive_seed(0, 2, 5))
     direct = gd_fixed_gates(x, y, gates[:1], [weights[0], weights[-1]], 3000, tol=0.05)
     first = runs[(runs["depth"] == 2) & (runs["seed"] == 0)].iloc[0]
     assert first["steps"] == direct["steps_to_tol"] and first["cond"] == pytest.approx(direct["cond"])
@@ -128,3 +128,14 @@ def test_summarise_runs_counts_unreached_runs_as_max_steps():
     summary = depth.summarise_runs(runs, max_steps=100)
     assert list(summary["censored"]) == [0, 2] and list(summary["steps_median"]) == [3.0, 100.0]
     assert list(summary["steps_q25"]) == [2.0, 55.0] and list(summary["cond_median"]) == [4.0, 1.0]
+
+
+def test_seeding_keys_and_generators():
+    assert seeding.derive_seed(3, "minibatch", 2) == seeding.derive_seed(3, "minibatch", 2)
+    assert seeding.derive_seed(3, "minibatch", 2) != seeding.derive_seed(3, "init", 2)
+    a = torch.rand(4, generator=seeding.generator(1, "x"))
+    assert torch.equal(a, torch.rand(4, generator=seeding.generator(1, "x")))
+    with pytest.raises(TypeError):
+        seeding.derive_seed(0, 1.5)
+    with pytest.raises(ValueError):
+        seeding.derive_seed(0, -1)

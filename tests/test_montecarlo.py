@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from dgnlib import montecarlo, theory
+from dgnlib import montecarlo, stats, theory
 from dgnlib.models import DGN
 
 
@@ -84,6 +84,6 @@ def test_error_vs_draws_rejects_bad_arguments():
 
 def test_loglog_slope_recovers_a_power_law():
     n = np.array([10, 100, 1000, 10000])
-    assert montecarlo.loglog_slope(n, 3.0 * n**-0.5) == pytest.approx(-0.5)
+    assert stats.loglog_slope(n, 3.0 * n**-0.5) == pytest.approx(-0.5)
     with pytest.raises(ValueError, match="positive"):
-        montecarlo.loglog_slope([1, 2], [0.1, 0.0])
+        stats.loglog_slope([1, 2], [0.1, 0.0])
