@@ -298,9 +298,9 @@ class Schema:
     params: dict[str, Constraint]
     rules: list[Rule] = field(default_factory=list)
 
-    def problems(self, values: Mapping[str, Any], stem: str, *, where: str = "",
-                 complete: bool = True) -> list[str]:
-        """Every problem with `values` as one message each (empty when all is well)."""
+    def problems(self, values: Mapping[str, Any], stem: str, *, where: str = "", complete: bool = True,
+                 rules: bool = True) -> list[str]:
+        """Every problem with `values` as one message each (empty when all is well); `complete`: all names needed."""
         head = f"{where}: {stem}" if where else stem
         errors = []
         for name in values:
@@ -318,7 +318,7 @@ class Schema:
             if message := check_value(constraint, values[name]):
                 errors.append(f"{head}: parameter '{name}' {message}")
                 bad.add(name)
-        for rule in self.rules:
+        for rule in self.rules if rules else []:
             if bad.intersection(rule.names) or not all(n in values for n in rule.names):
                 continue
             if not rule.holds(values):
