@@ -47,11 +47,23 @@ class Kernels:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._running: dict[int, Any] = {}
+        self.closed = False  # after an interruption: no new kernel may start
 
     def add(self, km: Any) -> None:
         """Register a kernel manager."""
         with self._lock:
             self._running[id(km)] = km
+
+    def close(self) -> None:
+        """Refuse new kernels and kill the running ones (safe in a signal handler: it only sends SIGKILL)."""
+        self.closed = True
+        with self._lock:
+            running = list(self._running.values())
+        for km in running:
+            process = getattr(getattr(km, "provisioner", None), "process", None)
+            if process is not None and process.poll() is None:
+                with contextlib.suppress(OSError):
+                    os.killpg(process.pid, signal.SIGKILL)
 
     def discard(self, km: Any) -> None:
         """Forget a kernel manager."""
@@ -96,9 +108,12 @@ def execute(job: Job, kernels: Kernels) -> Result:
     job.out_dir.mkdir(parents=True, exist_ok=True)
     job.output.parent.mkdir(parents=True, exist_ok=True)
     job.runtime.mkdir(parents=True, exist_ok=True)
+    result = Result(started=utc_now())
+    if kernels.closed:
+        result.error = "not started: the run was interrupted"
+        return result
     km = KernelManager(kernel_name="python3", connection_file=str(job.runtime / f"kernel-{job.stem}.json"))
     kernels.add(km)
-    result = Result(started=utc_now())
     start = time.monotonic()
     bar: bool | dict = {"desc": job.stem, "leave": False, "position": job.position} if job.progress else False
     try:

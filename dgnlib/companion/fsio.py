@@ -11,7 +11,7 @@ import shutil
 import signal
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -137,6 +137,24 @@ def signals_raise() -> Iterator[None]:
         yield
         return
     previous = {s: signal.signal(s, _raise_interrupted) for s in HANDLED}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
+
+
+@contextlib.contextmanager
+def signals_call(callback: Callable[[int], None]) -> Iterator[None]:
+    """While the block runs, SIGINT and SIGTERM call `callback(signum)` (main thread; restored afterwards).
+
+    Used while kernels run: raising inside papermill's event loop would leave it hanging, so the callback stops
+    the kernels instead and the caller raises Interrupted once execution has returned.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, lambda signum, frame: callback(signum)) for s in HANDLED}
     try:
         yield
     finally:

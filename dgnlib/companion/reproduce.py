@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import contextlib
 import os
+import queue
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timezone
@@ -16,7 +17,15 @@ from pathlib import Path
 from dgnlib import params
 from dgnlib.companion import cache, table
 from dgnlib.companion.execute import Job, Kernels, Result, execute
-from dgnlib.companion.fsio import CheckoutLock, Interrupted, LockBusy, move_atomic, read_json, signals_raise
+from dgnlib.companion.fsio import (
+    CheckoutLock,
+    Interrupted,
+    LockBusy,
+    move_atomic,
+    read_json,
+    signals_call,
+    signals_raise,
+)
 from dgnlib.companion.layout import EXIT_FAILED, EXIT_OK, INDEX_ID, InputError, Layout
 from dgnlib.companion.manifest import Manifest, Staged, commit, recover, restore_entry, stage_outputs
 from dgnlib.companion.plan import Plan, Task, make_plan
@@ -153,40 +162,48 @@ class Run:
         log(f"executed {nb.stem} in {result.seconds:.1f} s ({len(outputs)} files{verdict})")
 
     def run(self, todo: list[Task]) -> None:
-        """Run the tasks, serially or in `jobs` threads; commits happen here, in the main thread, one at a time."""
-        if self.jobs == 1 or len(todo) <= 1:
-            for task in todo:
-                self.announce(task)
-                job = self.job(task, 0)
-                self.running = {task.notebook.stem}
-                self.finish(task, job, execute(job, self.kernels))
-                self.running = set()
-                if task.status == "failed" and not self.keep_going:
-                    return
-            return
-        with cf.ThreadPoolExecutor(max_workers=min(self.jobs, len(todo))) as pool:
-            futures = {}
-            for i, task in enumerate(todo):
-                self.announce(task)
-                job = self.job(task, i % self.jobs)
-                futures[pool.submit(execute, job, self.kernels)] = (task, job)
-                self.running.add(task.notebook.stem)
+        """Run up to `jobs` notebooks at once, each in a daemon thread; commits happen here, one at a time.
+
+        A SIGINT or SIGTERM kills the kernels and raises Interrupted here at once: papermill, which does not notice
+        a dead kernel while it waits for a cell, is left behind in its daemon thread and dies with the process.
+        """
+        caught: list[int] = []
+        results: queue.Queue = queue.Queue()
+
+        def on_signal(signum: int) -> None:
+            caught.append(signum)
+            self.kernels.close()
+
+        def worker(task: Task, job: Job) -> None:
             try:
-                for future in cf.as_completed(futures):
-                    task, job = futures[future]
-                    self.running.discard(task.notebook.stem)
-                    if future.cancelled():
+                result = execute(job, self.kernels)
+            except Exception as exc:  # a bug or a broken installation: report it as this notebook's failure
+                result = Result(error=f"{type(exc).__name__}: {exc}")
+            results.put((task, job, result))
+
+        pending, active = list(todo), 0
+        with signals_call(on_signal):
+            while pending or active:
+                while pending and active < self.jobs:
+                    task = pending.pop(0)
+                    self.announce(task)
+                    job = self.job(task, active)
+                    self.running.add(task.notebook.stem)
+                    threading.Thread(target=worker, args=(task, job), daemon=True, name=task.notebook.stem).start()
+                    active += 1
+                while True:
+                    if caught:
+                        raise Interrupted(caught[0])
+                    try:
+                        task, job, result = results.get(timeout=0.1)
+                        break
+                    except queue.Empty:
                         continue
-                    self.finish(task, job, future.result())
-                    if task.status == "failed" and not self.keep_going:
-                        for other in futures:
-                            other.cancel()
-                        self.kernels.stop_all()
-            except BaseException:
-                for other in futures:
-                    other.cancel()
-                self.kernels.stop_all()
-                raise
+                active -= 1
+                self.finish(task, job, result)
+                self.running.discard(task.notebook.stem)
+                if task.status == "failed" and not self.keep_going:
+                    pending.clear()  # the notebooks already running finish and are committed
 
     def close(self) -> None:
         """Stop any kernel still running and remove this run's private folder."""
