@@ -90,6 +90,7 @@ def test_sigterm_before_any_notebook_runs(repo):
 
 
 def test_two_runs_at_once_one_exits_2_naming_the_other(repo):
+    (repo / "profiles" / "smoke.yaml").write_text("02_ok:\n  n: 5\n")
     first = dgn_process(repo, "reproduce", "--profile", "smoke", "--set", "02.sleep=3.0")
     wait_for(repo / "build" / "runs" / "01.started")
     second = dgn_process(repo, "reproduce", "--profile", "smoke", "--set", "seed=1")
