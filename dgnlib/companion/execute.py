@@ -118,8 +118,10 @@ def execute(job: Job, kernels: Kernels) -> Result:
     bar: bool | dict = {"desc": job.stem, "leave": False, "position": job.position} if job.progress else False
     try:
         papermill.execute_notebook(
-            str(job.notebook), str(job.output), parameters=job.parameters, kernel_name="python3", cwd=str(job.cwd),
-            progress_bar=bar, km=km, extra_arguments=["--IPKernelApp.log_level=ERROR"],
+            str(job.notebook), str(job.output), parameters=job.parameters, kernel_name="python3", progress_bar=bar,
+            km=km, extra_arguments=["--IPKernelApp.log_level=ERROR"],
+            # the kernel's working folder, given to nbclient: papermill's own `cwd` would chdir this whole process
+            resources={"metadata": {"path": str(job.cwd)}},
         )
     except PapermillExecutionError as exc:
         result.cell, result.exec_count, result.error = exc.cell_index, exc.exec_count, f"{exc.ename}: {exc.evalue}"
