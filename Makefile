@@ -1,10 +1,13 @@
 # Two commands: `make figures` (regenerate every figure) and `make test` (unit tests + every notebook under nbval).
 # Both create .venv on first use. In an active conda env made from environment.yml, skip the venv with PYTHON=python.
+# Only `PROFILE=paper` (or PUBLISH=1) writes the committed figures/, executed/, runs/ and README table; other profiles
+# and `make test` write under build/ alone, so that a check never dirties the checkout.
 
 PROFILE ?= quick
 VENV ?= .venv
 PYTHON ?= $(VENV)/bin/python
 ONLY ?=
+PUBLISH ?=
 # The CPU build of torch lies in /opt/wheels on the development and CI machines; pip looks there when it exists.
 FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 
@@ -25,17 +28,20 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	touch $@
 
 figures: $(SETUP)
-	$(PYTHON) -m dgnlib reproduce --profile $(PROFILE) $(if $(ONLY),--only $(ONLY),)
+	$(PYTHON) -m dgnlib reproduce --profile $(PROFILE) $(if $(ONLY),--only $(ONLY),) $(if $(PUBLISH),--publish,)
 
 test: unit nbval
 
 unit: $(SETUP)
-	$(PYTHON) -m pytest tests
+	$(PYTHON) -m pytest -p no:cacheprovider tests
 
+# The smoke profile's notebooks, parameterised into build/nbval (outputs in build/nbval/figures). DGN_RUNNER marks the
+# kernels as launched by a tool, so that the notebooks keep the injected smoke values (see CONTRIBUTING.md).
 nbval: $(SETUP)
 	rm -rf build/nbval
 	$(PYTHON) -m dgnlib prepare --profile smoke --dest build/nbval
-	$(PYTHON) -m pytest -p no:cacheprovider --nbval-lax --nbval-current-env --nbval-cell-timeout=600 build/nbval
+	DGN_RUNNER=nbval DGN_RUN_STORE=$(CURDIR)/build/runs/smoke $(PYTHON) -m pytest -p no:cacheprovider --nbval-lax \
+		--nbval-current-env --nbval-cell-timeout=600 build/nbval
 
 html: $(SETUP)
 	$(PYTHON) -m dgnlib render

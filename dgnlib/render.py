@@ -10,8 +10,12 @@ import re
 import shutil
 from pathlib import Path
 
+from dgnlib.companion.fsio import write_atomic
+from dgnlib.companion.layout import EXIT_FAILED, EXIT_OK, InputError, Layout
+from dgnlib.companion.manifest import read_manifest
+from dgnlib.companion.reproduce import log
+from dgnlib.companion.table import format_seconds
 from dgnlib.report import PROFILES
-from dgnlib.runner import EXIT_FAILED, EXIT_OK, InputError, Layout, format_seconds, log, read_manifest, write_atomic
 
 
 def executed_notebooks(layout: Layout, profile: str) -> list[Path]:

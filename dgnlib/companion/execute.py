@@ -1,0 +1,137 @@
+"""Run one notebook with papermill into a private folder, with a kernel this module starts and always stops."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Job:
+    """One execution: the notebook, its parameters (out_dir included), and its private output paths."""
+
+    stem: str
+    notebook: Path
+    parameters: dict[str, Any]
+    out_dir: Path  # the notebook's out_dir: a private folder that nothing else writes to
+    output: Path  # where papermill writes the executed copy (private too)
+    runtime: Path  # the kernel's connection file goes here
+    cwd: Path
+    progress: bool = False
+    position: int = 0
+
+
+@dataclass
+class Result:
+    """What happened: executed or failed (in which cell, with which error), how long it took, what it wrote."""
+
+    status: str = "failed"
+    started: str = ""
+    seconds: float = 0.0
+    cell: int | None = None
+    exec_count: int | None = None
+    error: str = ""
+    outputs: list[str] = field(default_factory=list)
+
+
+class Kernels:
+    """The kernels running now (one per thread), so that an interrupted run can stop every one of them."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running: dict[int, Any] = {}
+        self.closed = False  # after an interruption: no new kernel may start
+
+    def add(self, km: Any) -> None:
+        """Register a kernel manager."""
+        with self._lock:
+            self._running[id(km)] = km
+
+    def close(self) -> None:
+        """Refuse new kernels and kill the running ones (safe in a signal handler: it only sends SIGKILL)."""
+        self.closed = True
+        with self._lock:
+            running = list(self._running.values())
+        for km in running:
+            process = getattr(getattr(km, "provisioner", None), "process", None)
+            if process is not None and process.poll() is None:
+                with contextlib.suppress(OSError):
+                    os.killpg(process.pid, signal.SIGKILL)
+
+    def discard(self, km: Any) -> None:
+        """Forget a kernel manager."""
+        with self._lock:
+            self._running.pop(id(km), None)
+
+    def stop_all(self) -> None:
+        """Kill every registered kernel and remove its connection file."""
+        with self._lock:
+            running = list(self._running.values())
+        for km in running:
+            stop_kernel(km)
+
+
+def stop_kernel(km: Any) -> None:
+    """Kill the kernel process (if any), wait for it, and remove its connection file; never raises."""
+    process = getattr(getattr(km, "provisioner", None), "process", None)
+    if process is not None and process.poll() is None:
+        with contextlib.suppress(OSError):
+            os.killpg(process.pid, signal.SIGKILL)  # the kernel runs in a session of its own, with its children
+        with contextlib.suppress(OSError):
+            process.kill()
+        with contextlib.suppress(Exception):
+            process.wait(timeout=10)
+    with contextlib.suppress(Exception):
+        km.cleanup_resources()
+    with contextlib.suppress(OSError, TypeError):
+        Path(km.connection_file).unlink(missing_ok=True)
+
+
+def utc_now() -> str:
+    """The current time, ISO 8601 in UTC, to the second."""
+    return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+
+
+def execute(job: Job, kernels: Kernels) -> Result:
+    """Run the notebook; its outputs stay in job.out_dir and job.output. Interrupted propagates after cleanup."""
+    import papermill
+    from jupyter_client import KernelManager
+    from papermill.exceptions import PapermillExecutionError
+
+    job.out_dir.mkdir(parents=True, exist_ok=True)
+    job.output.parent.mkdir(parents=True, exist_ok=True)
+    job.runtime.mkdir(parents=True, exist_ok=True)
+    result = Result(started=utc_now())
+    if kernels.closed:
+        result.error = "not started: the run was interrupted"
+        return result
+    km = KernelManager(kernel_name="python3", connection_file=str(job.runtime / f"kernel-{job.stem}.json"))
+    kernels.add(km)
+    start = time.monotonic()
+    bar: bool | dict = {"desc": job.stem, "leave": False, "position": job.position} if job.progress else False
+    try:
+        papermill.execute_notebook(
+            str(job.notebook), str(job.output), parameters=job.parameters, kernel_name="python3", progress_bar=bar,
+            km=km, extra_arguments=["--IPKernelApp.log_level=ERROR"],
+            # the kernel's working folder, given to nbclient: papermill's own `cwd` would chdir this whole process
+            resources={"metadata": {"path": str(job.cwd)}},
+        )
+    except PapermillExecutionError as exc:
+        result.cell, result.exec_count, result.error = exc.cell_index, exc.exec_count, f"{exc.ename}: {exc.evalue}"
+    except Exception as exc:  # the kernel died or was stopped, a timeout, an unreadable notebook ...
+        result.error = f"{type(exc).__name__}: {' '.join(str(exc).split()) or 'no message'}"
+    else:
+        result.status = "executed"
+        result.outputs = sorted(p.name for p in job.out_dir.iterdir() if p.is_file() and not p.name.startswith("."))
+    finally:
+        stop_kernel(km)
+        kernels.discard(km)
+        result.seconds = round(time.monotonic() - start, 2)
+    return result

@@ -1,0 +1,224 @@
+"""Files and signals: atomic write, move and read, hashes, the checkout lock, and signals held during a commit."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import signal
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+HANDLED = (signal.SIGINT, signal.SIGTERM)
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM reached the runner: it stops cleanly and exits 128 + signal number."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+    @property
+    def exit_status(self) -> int:
+        """130 for SIGINT, 143 for SIGTERM."""
+        return 128 + self.signum
+
+
+def sha256_bytes(data: bytes) -> str:
+    """Hex SHA-256 of bytes."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file's content."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def digest(obj: Any) -> str:
+    """SHA-256 of a JSON-serialisable object in canonical form."""
+    return sha256_bytes(json.dumps(obj, sort_keys=True, default=str).encode())
+
+
+def file_mode() -> int:
+    """The mode a new file gets under the current umask (temporary files are created 0600)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def write_atomic(path: Path, data: str | bytes) -> None:
+    """Write `data` to a temporary file beside `path` (flushed to disk), then rename it onto `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data.encode() if isinstance(data, str) else data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, file_mode())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Write `obj` as indented JSON, atomically."""
+    write_atomic(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+
+
+def move_atomic(src: Path, dst: Path) -> None:
+    """Move a file onto `dst` atomically (through a copy beside `dst` when they are on different file systems)."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    os.chmod(src, file_mode())
+    try:
+        os.replace(src, dst)
+    except OSError:
+        fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            shutil.copyfile(src, tmp)
+            os.chmod(tmp, file_mode())
+            os.replace(tmp, dst)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        Path(src).unlink()
+
+
+def read_json(path: Path) -> Any:
+    """The JSON value in `path`, or None when the file is missing or unreadable (for caches: a miss)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def probe_writable(folder: Path) -> str | None:
+    """Why files cannot be created in `folder` (or where it would be created), or None when they can."""
+    target = Path(folder)
+    while not target.exists():
+        target = target.parent
+    if not target.is_dir():
+        return f"{target} is not a folder"
+    try:
+        fd, tmp = tempfile.mkstemp(dir=target, prefix=".dgn-probe-")
+    except OSError as exc:
+        return f"cannot write in {target} ({exc.strerror})"
+    os.close(fd)
+    os.unlink(tmp)
+    return None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Signals
+
+
+def _raise_interrupted(signum: int, frame: Any) -> None:
+    raise Interrupted(signum)
+
+
+@contextlib.contextmanager
+def signals_raise() -> Iterator[None]:
+    """While the block runs, SIGINT and SIGTERM raise Interrupted in the main thread (restored afterwards)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, _raise_interrupted) for s in HANDLED}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
+
+
+@contextlib.contextmanager
+def signals_call(callback: Callable[[int], None]) -> Iterator[None]:
+    """While the block runs, SIGINT and SIGTERM call `callback(signum)` (main thread; restored afterwards).
+
+    Used while kernels run: raising inside papermill's event loop would leave it hanging, so the callback stops
+    the kernels instead and the caller raises Interrupted once execution has returned.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, lambda signum, frame: callback(signum)) for s in HANDLED}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
+
+
+@contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM back while the block runs (a commit); raise Interrupted for the first one after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = {s: signal.signal(s, lambda signum, frame: caught.append(signum)) for s in HANDLED}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
+        if caught:
+            raise Interrupted(caught[0])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The checkout lock
+
+
+class LockBusy(Exception):
+    """Another process holds the lock; `pid` is the one it recorded (None if unknown)."""
+
+    def __init__(self, pid: int | None) -> None:
+        super().__init__(pid)
+        self.pid = pid
+
+
+class CheckoutLock:
+    """An exclusive advisory lock on one file (flock), holding the owner's pid; freed by the kernel on any exit."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._fd: int | None = None
+
+    def acquire(self, wait: bool = False) -> None:
+        """Take the lock; raise LockBusy naming the holder's pid unless `wait`, which blocks until it is free."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            text = os.pread(fd, 64, 0).decode(errors="replace").strip()
+            os.close(fd)
+            raise LockBusy(int(text) if text.isdigit() else None) from None
+        except BaseException:
+            os.close(fd)
+            raise
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        """Free the lock (the file stays; its content is only a hint)."""
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, 0)
+            os.close(self._fd)
+            self._fd = None

@@ -1,0 +1,122 @@
+"""The one table of figures, built from a manifest: rendered to the README, the front page and the HTML book."""
+
+from __future__ import annotations
+
+import html
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dgnlib.companion.fsio import read_json, write_atomic
+
+README_START = "<!-- figures:start -->"
+README_END = "<!-- figures:end -->"
+NOT_YET = "not yet generated"
+
+
+@dataclass(frozen=True)
+class Row:
+    """One figure: id, claim (from its JSON), notebook, verdict and profile of the recorded run, run times, image."""
+
+    id: str
+    claim: str
+    notebook: str  # stem, e.g. 03_depth_spectrum
+    notebook_path: str  # relative to the repository root
+    profile: str
+    verdict: str
+    run_seconds: dict[str, float]  # profile -> seconds of its last run
+    figure: str | None  # the PNG, relative to the repository root, when there is one
+
+
+def format_seconds(seconds: float | None) -> str:
+    """12 s, 3 min 20 s, 1 h 02 min; — when unknown."""
+    if seconds is None:
+        return "—"
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    minutes = round(seconds) // 60
+    if minutes < 60:
+        return f"{minutes} min {round(seconds) % 60:02d} s"
+    return f"{minutes // 60} h {minutes % 60:02d} min"
+
+
+def figure_table(manifest: Any, root: Path, figures: Path | None = None) -> list[Row]:
+    """One row per notebook and per recorded figure (00 excluded), from a manifest's content (read tolerantly).
+
+    `manifest` is the parsed MANIFEST.json (a dict) or None; claims and verdicts not in it come from each
+    figure's `<id>.json` in `figures` (default <root>/figures); notebooks without a figure say so.
+    """
+    figures = Path(figures) if figures is not None else Path(root) / "figures"
+    entries = manifest.get("figures") if isinstance(manifest, dict) else None
+    entries = {k: v for k, v in (entries or {}).items() if isinstance(v, dict)}
+    notebooks = {p.name[:2]: p for p in (Path(root) / "notebooks").glob("[0-9][0-9]_*.ipynb")}
+    recorded = {p.stem for p in figures.glob("[0-9][0-9].json")}
+    rows = []
+    for fig_id in sorted((set(entries) | set(notebooks) | recorded) - {"00"}):
+        entry = entries.get(fig_id, {})
+        record = read_json(figures / f"{fig_id}.json")
+        record = record if isinstance(record, dict) else {}
+        path = notebooks.get(fig_id)
+        seconds = entry.get("run_seconds_by_profile", {})
+        png = figures / f"{fig_id}.png"
+        rows.append(Row(
+            id=fig_id,
+            claim=str(entry.get("claim") or record.get("claim") or "—"),
+            notebook=path.stem if path else Path(str(entry.get("notebook", f"{fig_id}_?"))).stem,
+            notebook_path=_rel(path, root) if path else str(entry.get("notebook", "")),
+            profile=str(entry.get("profile") or record.get("profile") or "—"),
+            verdict=str(entry.get("verdict") or record.get("verdict") or NOT_YET),
+            run_seconds={k: v for k, v in seconds.items() if isinstance(v, (int, float))} if isinstance(seconds, dict)
+            else {},
+            figure=_rel(png, root) if png.is_file() else None,
+        ))
+    return rows
+
+
+def _rel(path: Path, root: Path) -> str:
+    try:
+        return Path(path).resolve().relative_to(Path(root).resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def _cell(text: Any) -> str:
+    """Text safe for one Markdown table cell."""
+    text = " ".join(str(text).split()) if text not in (None, "") else "—"
+    return html.escape(text, quote=False).replace("|", "\\|")
+
+
+def markdown(rows: list[Row], root: Path, base: Path, *, thumbnails: bool = True) -> str:
+    """The table in Markdown, links relative to the folder `base` (README: the root; front page: notebooks/)."""
+    def link(rel: str) -> str:
+        return Path(os.path.relpath(Path(root) / rel, base)).as_posix()
+
+    head = ["id", "claim", "notebook", "verdict (profile)", "last run time"] + (["figure"] if thumbnails else [])
+    lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    for row in rows:
+        notebook = f"[{row.notebook}]({link(row.notebook_path)})" if row.notebook_path else _cell(row.notebook)
+        times = "; ".join(f"{p} {format_seconds(s)}" for p, s in sorted(row.run_seconds.items())) or "—"
+        cells = [row.id, _cell(row.claim), notebook, f"{_cell(row.verdict)} ({_cell(row.profile)})", times]
+        if thumbnails:
+            cells.append(f'<img src="{link(row.figure)}" width="160">' if row.figure else "—")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def update_readme(readme: Path, rows: list[Row], root: Path) -> bool:
+    """Replace the block between the README's markers with the table; True when the file changed."""
+    if not readme.is_file():
+        return False
+    text = readme.read_text()
+    start, end = text.find(README_START), text.find(README_END)
+    if start < 0 or end < start:
+        return False
+    note = "<!-- generated by `dgn reproduce` from figures/MANIFEST.json: do not edit by hand -->"
+    new = f"{text[:start]}{README_START}\n{note}\n\n{markdown(rows, root, readme.parent)}\n{text[end:]}"
+    if new == text:
+        return False
+    write_atomic(readme, new)
+    return True

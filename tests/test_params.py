@@ -1,0 +1,165 @@
+"""Parameter schemas: one per notebook, equal to its parameters cell; one checker; bind() in the notebooks."""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from dgnlib import params, schemas
+from dgnlib.companion.plan import parameters_cell
+from dgnlib.params import Choice, Float, FloatList, Int, IntList, Optional, ParamError, Schema, StrList
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+def code_cells(path: Path) -> list[str]:
+    """The sources of a notebook's code cells."""
+    nb = json.loads(path.read_text())
+    return ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_each_schema_has_exactly_the_parameters_of_its_notebook_and_accepts_its_defaults(path):
+    defaults, _ = parameters_cell(path)
+    schema = schemas.SCHEMAS[path.stem]
+    assert list(schema.params) == list(defaults)
+    assert schema.problems(defaults, path.stem) == []
+
+
+def test_every_notebook_has_a_schema_and_every_schema_a_notebook():
+    assert set(schemas.SCHEMAS) == {p.stem for p in NOTEBOOKS}
+
+
+@pytest.mark.parametrize("profile", ["smoke", "quick", "paper"])
+def test_the_profiles_pass_the_schemas(profile):
+    for stem, section in params.read_profile(ROOT / "profiles" / f"{profile}.yaml").items():
+        defaults, _ = parameters_cell(ROOT / "notebooks" / f"{stem}.ipynb")
+        assert schemas.SCHEMAS[stem].problems({**defaults, **section, "profile": profile}, stem) == []
+
+
+def test_names_repeated_for_the_runner_equal_the_science_modules():
+    from dgnlib import models, paths, train
+
+    assert schemas.VARIANTS == models.VARIANTS and schemas.OPTIMIZERS == train.OPTIMIZERS
+    assert schemas.MAX_PATHS == paths.MAX_PATHS
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebooks_bind_once_raise_nothing_for_validation_and_record_what_they_checked(path):
+    cells = code_cells(path)
+    assert f'P = params.bind("{path.stem}", globals())' in cells[1]
+    assert not any(isinstance(n, ast.Raise) for n in ast.walk(ast.parse(cells[1])))
+    for gone in ("check_profile", "check_stages", "_int_at_least", "_ints(", "positive_ints"):
+        assert gone not in "".join(cells)
+    for cell in cells:
+        for call in re.findall(r"save_verdict\((.*?)\n\S", cell + "\nX", re.S):
+            assert "parameters=P.as_dict()" in call
+
+
+@pytest.mark.parametrize(
+    ("constraint", "good", "bad", "message"),
+    [
+        (Int(min=1), [1, 7], [0, 1.0, True, "3", None], "must be an integer at least 1"),
+        (Int(min=0, max=100, multiple_of=10), [0, 90], [5, 110], "an integer in [0, 100], a multiple of 10"),
+        (Float(low=0, high=1, closed="neither"), [0.5, 1.0e-9], [0, 1, 1.5, False, float("nan")],
+         "a number in (0, 1)"),
+        (Choice("adam", "sgd"), ["adam"], ["Adam", 1], "one of 'adam', 'sgd'"),
+        (IntList(3, increasing=True, min=2), [[2, 4, 6]], [[2, 4], [2, 6, 4], [1, 2, 3], [2, 2, 3], (2, 4, 6)],
+         "a list of at least 3 distinct increasing integers (each at least 2)"),
+        (FloatList(2, max_len=2, increasing=True, high=0, closed="neither"), [[-0.7, -0.3]], [[-0.3, -0.7], [-1, 0]],
+         "a list of exactly 2 distinct increasing numbers (each less than 0)"),
+        (StrList(("a", "b"), distinct=True), [["a"], ["b", "a"]], [[], ["a", "a"], ["c"]],
+         "a list of distinct names"),
+        (Optional(Int(min=10)), [None, 10], [9, "x"], "None or an integer at least 10"),
+    ],
+)
+def test_constraints_accept_reject_and_describe(constraint, good, bad, message):
+    assert all(constraint.ok(v) for v in good)
+    assert not any(constraint.ok(v) for v in bad)
+    assert message in params.check_value(constraint, bad[0])
+
+
+def test_one_checker_lists_every_problem_with_uniform_messages_and_hints():
+    schema = schemas.SCHEMAS["05_depth_training"]
+    errors = schema.problems({"widths": [0, 3], "tol": "1e-3", "depthz": 2, "mu": 1.0}, "05_depth_training",
+                             complete=False)
+    assert "05_depth_training: parameter 'widths' must be a list of integers (each at least 1); got [0, 3]" in errors
+    assert any("'tol' must be a number in (0, 1); got '1e-3' (YAML reads 1e-3 as a string" in e for e in errors)
+    assert any("no parameter 'depthz' (did you mean 'depths'?)" in e for e in errors)
+    assert len(errors) == 4
+    with pytest.raises(ParamError, match="must include one of relu"):
+        defaults, _ = parameters_cell(ROOT / "notebooks" / "06_gate_adaptation_mnist.ipynb")
+        schemas.SCHEMAS["06_gate_adaptation_mnist"].check({**defaults, "variants": ["relu", "dnpfl"]}, "06")
+
+
+@pytest.mark.parametrize("value", [(1, 2), {1, 2}, {1: "a"}, [1, object()], {"a": [float("inf")]}, b"x"])
+def test_only_json_values_pass_all_the_way_down(value):
+    assert params.json_problem(value) is not None
+    assert params.check_value(params.Dict(), value) is not None
+
+
+def test_rules_run_only_on_individually_valid_values():
+    rule = params.Rule(("a", "b"), "a must not exceed b", lambda v: v["a"] <= v["b"])
+    schema = Schema({"a": Int(), "b": Int()}, [rule])
+    assert schema.problems({"a": 3, "b": 2}, "x") == ["x: a must not exceed b; got a=3, b=2"]
+    assert schema.problems({"a": "3", "b": 2}, "x") == ["x: parameter 'a' must be an integer; got '3'"]
+
+
+def test_duplicate_keys_in_a_profile_are_an_error(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("a:\n  x: 1\na:\n  y: 2\n")
+    with pytest.raises(ParamError, match="duplicate key 'a'"):
+        params.read_profile(path)
+
+
+def namespace(stem: str) -> dict:
+    """A notebook's globals after its parameters cell ran."""
+    defaults, _ = parameters_cell(ROOT / "notebooks" / f"{stem}.ipynb")
+    return dict(defaults)
+
+
+def test_bind_by_hand_takes_quick_sizes_and_never_writes_to_figures(monkeypatch, capsys):
+    monkeypatch.delenv(params.RUNNER_ENV, raising=False)
+    monkeypatch.delenv(params.PROFILE_ENV, raising=False)
+    ns = namespace("06_gate_adaptation_mnist")
+    bound = params.bind("06_gate_adaptation_mnist", ns)
+    quick = params.read_profile(ROOT / "profiles" / "quick.yaml")["06_gate_adaptation_mnist"]
+    assert bound.profile == "quick" and bound.n_train == quick["n_train"] == ns["n_train"]
+    assert Path(ns["out_dir"]) == ROOT / "build" / "figures" / "quick" == Path(bound.out_dir)
+    line = capsys.readouterr().out
+    assert line.count("\n") == 1 and "quick profile" in line and "DGN_PROFILE=paper" in line
+    assert "out_dir" not in bound.as_dict() and bound.as_dict()["n_train"] == quick["n_train"]
+    with pytest.raises(AttributeError):
+        bound.n_train = 3
+    monkeypatch.setenv(params.PROFILE_ENV, "paper")
+    ns = namespace("06_gate_adaptation_mnist")
+    assert params.bind("06_gate_adaptation_mnist", ns).n_train == 0
+    with pytest.raises(ParamError, match="tracked figures/"):
+        params.bind("06_gate_adaptation_mnist", {**namespace("06_gate_adaptation_mnist"), "out_dir": "figures"})
+
+
+def test_bind_under_the_runner_uses_the_values_as_given_and_lists_all_problems(monkeypatch, tmp_path):
+    monkeypatch.setenv(params.RUNNER_ENV, "test-run")
+    ns = {**namespace("05_depth_training"), "profile": "smoke", "out_dir": str(tmp_path / "out"), "n": 7}
+    bound = params.bind("05_depth_training", ns)
+    assert bound.n == 7 and bound.profile == "smoke" and Path(bound.out_dir) == tmp_path / "out"
+    ns.update(n=1, depths=[4, 2], step_scale=2.0)
+    with pytest.raises(ParamError) as info:
+        params.bind("05_depth_training", ns)
+    assert str(info.value).count("\n") == 2 and "'n'" in str(info.value) and "'step_scale'" in str(info.value)
+
+
+def test_modules_stay_small_and_science_imports_nothing_from_the_companion():
+    package = ROOT / "dgnlib"
+    owned = [package / f for f in ("params.py", "constraints.py", "schemas.py", "cli.py", "listing.py")]
+    for path in [*owned, *(package / "companion").glob("*.py")]:
+        assert len(path.read_text().splitlines()) <= 400, path.name
+    tooling = {"cli.py", "__main__.py", "listing.py", "render.py"}
+    for path in package.glob("*.py"):
+        if path.name not in tooling:
+            assert "companion" not in path.read_text(), f"{path.name} imports the companion"
