@@ -330,7 +330,9 @@ def build_book(root: Path, notebooks: list[Path], work: Path, dest: Path, source
 def render(layout: Any = None, profile: str | None = None, dest: str | os.PathLike | None = None, *,
            source: str | os.PathLike | None = None) -> int:
     """`dgn render`: build the reading copy of the executed notebooks into build/html (or `dest`); exit status."""
-    root = Path(getattr(layout, "root", None) or layout or repo_root())
+    # a runner Layout (anything with a .root folder), a path, or None for this repository
+    root = Path(layout) if isinstance(layout, (str, os.PathLike)) else Path(getattr(layout, "root", None) or
+                                                                              repo_root())
     folder = source_folder(root, profile, source)
     notebooks = executed_notebooks(folder)
     label = os.path.relpath(folder, root) if folder.is_relative_to(root) else folder.name
@@ -347,9 +349,10 @@ def render(layout: Any = None, profile: str | None = None, dest: str | os.PathLi
     except (FileNotFoundError, FileExistsError) as exc:
         log(f"error: {exc}")
         return EXIT_BAD_INPUT
+    shown = os.path.relpath(out, root) if out.is_relative_to(root) else str(out)
     if status != 0:
-        log(f"sphinx failed (exit status {status}); the reading copy in {os.path.relpath(out, root)} is incomplete")
+        log(f"sphinx failed (exit status {status}); the reading copy in {shown} is incomplete")
         return EXIT_FAILED
     log(f"reading copy of {len(notebooks)} notebooks from {label} in {time.perf_counter() - start:.1f} s: "
-        f"{os.path.relpath(out / 'index.html', root)}")
+        f"{shown}/index.html")
     return EXIT_OK
