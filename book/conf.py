@@ -59,3 +59,8 @@ html_theme_options = {
 }
 
 suppress_warnings = ["mystnb.unknown_mime_type"]
+
+
+def setup(app):  # noqa: ANN001, ANN201 (Sphinx's extension hook)
+    """Load MathJax on every page: page titles with math appear in every sidebar, search page included."""
+    app.set_html_assets_policy("always")
