@@ -269,6 +269,11 @@ verdict when it comes from the same run.
 """
 
 
+def book_config(root: Path) -> Path:
+    """The book's Sphinx folder: `book/` of the repository rendered, else the one beside this dgnlib's sources."""
+    return next((p for p in (root / "book", repo_root() / "book") if (p / "conf.py").is_file()), root / "book")
+
+
 def source_folder(root: Path, profile: str | None, source: str | os.PathLike | None) -> Path:
     """Where the executed notebooks are: `source`, else build/executed/<profile>, else the committed executed/."""
     if source is not None:
@@ -305,7 +310,7 @@ def build_book(root: Path, notebooks: list[Path], work: Path, dest: Path, source
                                 "DGN_MATHJAX_DIR at a MathJax 2.7 folder; the reading copy never loads it from the web")
     src = work / "src"
     shutil.rmtree(src, ignore_errors=True)
-    shutil.copytree(root / "book", src)
+    shutil.copytree(book_config(root), src)
     shutil.copytree(mathjax, src / "_static" / "mathjax")
     prefixes = machine_prefixes(root)
     stems = {p.stem for p in notebooks}
