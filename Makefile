@@ -24,7 +24,7 @@ setup: $(SETUP)
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(VENV)/bin/python || python3 -m venv $(VENV)
-	$(VENV)/bin/python -m pip install --disable-pip-version-check -q -c constraints.txt $(FIND_LINKS) -e '.[test,dev]'
+	$(VENV)/bin/python -m pip install --disable-pip-version-check -q -c constraints.txt $(FIND_LINKS) -e '.[test,dev,book,lab]'
 	touch $@
 
 figures: $(SETUP)
@@ -44,10 +44,25 @@ nbval: $(SETUP)
 		--nbval-current-env --nbval-cell-timeout=600 build/nbval
 
 html: $(SETUP)
-	$(PYTHON) -m dgnlib render
+	$(PYTHON) -m dgnlib render $(if $(FROM),--from $(FROM),)
 
 lint: $(SETUP)
 	$(PYTHON) -m ruff check dgnlib tests bench
 
 clean:
 	rm -rf build .pytest_cache
+
+.PHONY: lab help
+
+lab: $(SETUP)
+	$(PYTHON) -m jupyterlab notebooks/00_index.ipynb
+
+help:
+	@echo "make figures [PROFILE=smoke|quick|paper] [ONLY=03,05]   run the notebooks, regenerate the figures (default)"
+	@echo "make test                  unit tests, then every notebook under the smoke profile with nbval"
+	@echo "make unit | make nbval     one half of make test"
+	@echo "make html [FROM=folder]    reading copy in build/html from executed/ (or e.g. FROM=build/executed/quick)"
+	@echo "make lab                   JupyterLab on the notebooks (sliders in 03 and 04)"
+	@echo "make lint                  ruff on dgnlib, tests and bench"
+	@echo "make setup | make clean    create .venv and install; remove build/"
+	@echo "Without the .venv (conda route): add PYTHON=python"

@@ -1,45 +1,43 @@
-"""The reading copy: executed notebooks converted to self-contained HTML, with an index of figures and verdicts."""
+"""The reading copy: the executed notebooks as an offline Sphinx book (MyST-NB + sphinx-book-theme).
+
+`render()` copies the executed notebooks into build/book/src, folds the parameter and set-up cells, scrubs machine
+paths, turns "figure NN" into cross-references, writes an index page with a contents tree, adds a local MathJax and
+runs Sphinx (execution off). The book's static configuration lives in `book/conf.py`.
+"""
 
 from __future__ import annotations
 
-import base64
-import html
 import importlib.util
+import json
 import os
 import re
 import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
-from dgnlib.companion.fsio import write_atomic
-from dgnlib.companion.layout import EXIT_FAILED, EXIT_OK, InputError, Layout
-from dgnlib.companion.manifest import read_manifest
-from dgnlib.companion.reproduce import log
-from dgnlib.companion.table import format_seconds
-from dgnlib.report import PROFILES
+from dgnlib.report import repo_root
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+NOTEBOOK_NAME = re.compile(r"^(\d\d)_[A-Za-z0-9_]+\.ipynb$")
+HIDDEN_SETUP_TAGS = ("parameters", "injected-parameters")
+FOLD = "hide-input"  # MyST-NB folds the source behind a "show code" toggle and keeps the outputs
 
 
-def executed_notebooks(layout: Layout, profile: str) -> list[Path]:
-    """The successfully executed copies of `profile` (no partial or failed copies), sorted by name."""
-    folder = layout.executed(profile)
+def log(message: str) -> None:
+    """Progress and notes go to stderr, like the runner's."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def executed_notebooks(folder: Path) -> list[Path]:
+    """The executed copies `NN_name.ipynb` in `folder` (no failed or hidden copies), sorted by name."""
     if not folder.is_dir():
         return []
-    return sorted(
-        p for p in folder.glob("*.ipynb") if not p.name.startswith(".") and not p.name.endswith(".failed.ipynb")
-    )
-
-
-def latest_profile(layout: Layout) -> str:
-    """The profile whose executed notebooks were written last; quick when there are none."""
-    stamps = {p: max((f.stat().st_mtime for f in executed_notebooks(layout, p)), default=None) for p in PROFILES}
-    found = {p: t for p, t in stamps.items() if t is not None}
-    return max(found, key=found.get) if found else "quick"
-
-
-# Trimmed MathJax copies (jupyter-server-mathjax) ship only the STIX-Web fonts: use them, as Jupyter itself does.
-LOCAL_FONTS = """MathJax.Hub.Config({"HTML-CSS": {availableFonts: [], preferredFont: null, webFont: "STIX-Web",
-  imageFont: null}});
-MathJax.Ajax.loadComplete("[MathJax]/config/dgn-local.js");
-"""
+    return sorted(p for p in folder.iterdir() if NOTEBOOK_NAME.match(p.name))
 
 
 def local_mathjax() -> Path | None:
@@ -51,126 +49,315 @@ def local_mathjax() -> Path | None:
     return next((c for c in candidates if (c / "MathJax.js").is_file()), None)
 
 
-def mathjax_url(folder: Path) -> str:
-    """Copy a local MathJax beside the pages (once) and return its relative URL; the CDN URL when none is found."""
-    source = local_mathjax()
-    if source is None:
-        log("note: equations load MathJax from the web; for offline equations install jupyter-server-mathjax "
-            "or point DGN_MATHJAX_DIR at a MathJax 2.7 folder")
-        return "https://cdnjs.cloudflare.com/ajax/libs/mathjax/2.7.7/latest.js?config=TeX-AMS_CHTML-full,Safe"
-    target = folder / "mathjax"
-    if not (target / "MathJax.js").is_file():
-        shutil.rmtree(target, ignore_errors=True)
-        shutil.copytree(source, target.with_name(".mathjax.tmp"), dirs_exist_ok=True)
-        os.replace(target.with_name(".mathjax.tmp"), target)
-    configs = ("TeX-AMS_CHTML-full", "TeX-AMS-MML_HTMLorMML-full", "TeX-AMS_HTML-full")
-    config = next((c for c in configs if (target / "config" / f"{c}.js").is_file()), configs[0])
-    write_atomic(target / "config" / "dgn-local.js", LOCAL_FONTS)
-    return f"mathjax/MathJax.js?config={config},Safe,dgn-local"
+# ---------------------------------------------------------------------------------------------------- machine paths
+
+# A last line of defence after the known prefixes: absolute paths under folders that only exist on one machine.
+MACHINE_PATH = re.compile(r"(?<![\w.~>/-])/(?:home|tmp|root|work|Users|private|mnt|scratch)/[^\s\"'<>)\]\\,;]*")
 
 
-NOTEBOOK_LINK = re.compile(r'href="(?:\.\./notebooks/|notebooks/)?(\d\d_[A-Za-z0-9_]+)\.ipynb"')
+def machine_prefixes(root: Path) -> list[tuple[str, str]]:
+    """(absolute prefix, replacement) pairs, longest first: repository → relative, the rest → a short marker."""
+    pairs: dict[str, str] = {}
+    for path, marker in [(Path(sys.base_prefix), "<python>"), (Path(sys.prefix), "<python>"),
+                         (Path(tempfile.gettempdir()), "<tmp>"), (Path.home(), "~"), (root, ".")]:
+        for variant in {str(path), os.path.realpath(path)}:
+            if len(variant) > 1:
+                pairs[variant.rstrip("/")] = marker
+    return sorted(pairs.items(), key=lambda kv: -len(kv[0]))
 
 
-def notebook_html(layout: Layout, path: Path, mathjax: str | None = None) -> str:
-    """One executed notebook as standalone HTML (output images are inline; Markdown images get embedded)."""
+def scrub(text: str, prefixes: Iterable[tuple[str, str]], generic: bool = True) -> str:
+    """`text` without absolute machine paths: known prefixes replaced, other home/tmp-like paths cut to their name."""
+    for prefix, marker in prefixes:
+        pattern = re.compile(r"(?<![\w.-])" + re.escape(prefix) + r"(/|(?=[\s\"'<>)\],;:]|$))")
+        if marker == ".":  # inside the repository: the relative path is exact and readable
+            text = pattern.sub(lambda m: "" if m.group(1) else ".", text)
+        else:
+            text = pattern.sub(lambda m, mk=marker: mk + m.group(1), text)
+    if generic:
+        text = MACHINE_PATH.sub(lambda m: "…/" + m.group(0).rstrip("/").rsplit("/", 1)[-1], text)
+    return text
+
+
+def _scrub_value(value: Any, prefixes: list[tuple[str, str]]) -> Any:
+    """Scrub a string or a list of strings (notebook JSON stores text either way); other values pass."""
+    if isinstance(value, str):
+        return scrub(value, prefixes)
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return [scrub(v, prefixes) for v in value]
+    return value
+
+
+# ---------------------------------------------------------------------------------------------------- links
+
+NB_LINK = re.compile(r"\[([^\]]*)\]\((?:\.{1,2}/)?(?:notebooks/|executed/)?(\d\d_[A-Za-z0-9_]+)\.ipynb(#[^)\s]*)?\)")
+NB_HREF = re.compile(
+    r"<a\s[^>]*href=\"(?:\.{1,2}/)?(?:notebooks/|executed/)?(\d\d_[A-Za-z0-9_]+)\.ipynb(#[^\"]*)?\"[^>]*>(.*?)</a>",
+    re.S,
+)
+FIGURE_MENTION = re.compile(r"\b([Ff]igure) (\d\d)\b")
+PROTECTED = re.compile(r"(`[^`]*`|\$[^$]*\$|\[[^\]]*\]\([^)]*\)|\{[a-z]+\}`[^`]*`)")
+
+
+def relink_markdown(text: str, stems: set[str]) -> str:
+    """Links to notebooks point at their pages when present; a link to a page not in this build becomes its text."""
+    def sub(m: re.Match) -> str:
+        return f"[{m.group(1)}]({m.group(2)}.ipynb{m.group(3) or ''})" if m.group(2) in stems else m.group(1)
+    return NB_LINK.sub(sub, text)
+
+
+def relink_html(text: str, stems: set[str]) -> str:
+    """HTML outputs: the same rule as `relink_markdown`, with `.html` targets."""
+    def sub(m: re.Match) -> str:
+        return f'<a href="{m.group(1)}.html{m.group(2) or ""}">{m.group(3)}</a>' if m.group(1) in stems else m.group(3)
+    return NB_HREF.sub(sub, text)
+
+
+def cross_reference_figures(text: str, labelled: set[str]) -> str:
+    """'figure NN' in prose becomes a reference to that figure when the book has it (not in headings, code, math)."""
+    out, in_fence, in_math = [], False, False
+    for line in text.split("\n"):
+        stripped = line.strip()
+        if stripped.startswith(("```", "~~~")):
+            in_fence = not in_fence
+        if in_fence or in_math or stripped.startswith("#") or stripped.startswith("$$"):
+            in_math ^= stripped.count("$$") % 2 == 1
+            out.append(line)
+            continue
+        parts = PROTECTED.split(line)
+        for i in range(0, len(parts), 2):
+            parts[i] = FIGURE_MENTION.sub(
+                lambda m: f"{{ref}}`{m.group(1)} {m.group(2)} <fig-{m.group(2)}>`" if m.group(2) in labelled
+                else m.group(0), parts[i])
+        out.append("".join(parts))
+        in_math ^= line.count("$$") % 2 == 1
+    return "\n".join(out)
+
+
+# ---------------------------------------------------------------------------------------------------- notebooks
+
+def title_of(nb: Any, fallback: str) -> str:
+    """The notebook's first Markdown heading, else `fallback`."""
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            for line in cell.source.splitlines():
+                if line.startswith("#"):
+                    return line.lstrip("#").strip()
+    return fallback
+
+
+def _tags(cell: Any) -> list[str]:
+    return cell.metadata.setdefault("tags", [])
+
+
+def fold_setup_cells(nb: Any) -> None:
+    """Fold the parameters, papermill's injected parameters and the set-up code up to the next Markdown cell."""
+    marked = [i for i, c in enumerate(nb.cells) if set(_tags(c)) & set(HIDDEN_SETUP_TAGS)]
+    if not marked:
+        return
+    for i in range(marked[0], len(nb.cells)):
+        cell = nb.cells[i]
+        if cell.cell_type == "markdown" and i > marked[-1]:
+            break
+        if cell.cell_type == "code" and not set(_tags(cell)) & {FOLD, "remove-input", "remove-cell", "hide-cell"}:
+            _tags(cell).append(FOLD)
+
+
+def label_figure(nb: Any, fig_id: str, caption: str) -> bool:
+    """Turn the cell that shows the notebook's figure into a labelled figure `fig-NN`; False when there is none."""
+    def images(cell: Any) -> int:
+        return sum("image/png" in o.get("data", {}) or "image/svg+xml" in o.get("data", {}) for o in cell.outputs)
+
+    shown = [c for c in nb.cells if c.cell_type == "code" and images(c) == 1]
+    saving = [c for c in shown if re.search(r"save_figure\(|conclude\(|savefig\(", c.source)]
+    cell = (saving or shown or [None])[-1]
+    if cell is None:
+        return False
+    cell.metadata.setdefault("mystnb", {})["figure"] = {"name": f"fig-{fig_id}", "caption": caption}
+    return True
+
+
+def prepare_notebook(path: Path, stems: set[str], prefixes: list[tuple[str, str]]) -> tuple[Any, dict]:
+    """Read an executed notebook and return it ready for the book, with facts for the index (title, profile)."""
     import nbformat
-    from nbconvert import HTMLExporter
 
-    exporter = HTMLExporter(template_name="lab")
-    exporter.embed_images = True
-    if mathjax:
-        exporter.mathjax_url = mathjax
-    node = nbformat.read(path, as_version=4)
-    resources = {"metadata": {"name": path.stem, "path": str(layout.notebooks)}}
-    body, _ = exporter.from_notebook_node(node, resources=resources)
-    # links between notebooks (the index page's table) point at their rendered pages
-    return NOTEBOOK_LINK.sub(r'href="\1.html"', body)
+    nb = nbformat.read(path, as_version=4)
+    profile = nb.metadata.get("papermill", {}).get("parameters", {}).get("profile")
+    for key in ("papermill", "widgets"):  # run records hold machine paths; widget state would pull a CDN loader
+        nb.metadata.pop(key, None)
+    fold_setup_cells(nb)
+    for cell in nb.cells:
+        cell.metadata.pop("papermill", None)
+        cell.metadata.pop("execution", None)
+        if cell.cell_type == "markdown":
+            cell.source = relink_markdown(scrub(cell.source, prefixes, generic=False), stems)
+            continue
+        if cell.cell_type != "code":
+            continue
+        cell.source = scrub(cell.source, prefixes)
+        for out in cell.outputs:
+            if "text" in out:
+                out["text"] = _scrub_value(out["text"], prefixes)
+            if "traceback" in out:
+                out["traceback"] = _scrub_value(out["traceback"], prefixes)
+                out["evalue"] = _scrub_value(out.get("evalue", ""), prefixes)
+            data = out.get("data", {})
+            data.pop("application/vnd.jupyter.widget-view+json", None)
+            for mime in [m for m in data if m.startswith("text/")]:
+                data[mime] = _scrub_value(data[mime], prefixes)
+                if mime == "text/markdown":
+                    data[mime] = relink_markdown("".join(data[mime]) if isinstance(data[mime], list) else data[mime],
+                                                 stems)
+                elif mime == "text/html":
+                    data[mime] = relink_html("".join(data[mime]) if isinstance(data[mime], list) else data[mime], stems)
+    title = title_of(nb, path.stem)
+    labelled = label_figure(nb, path.name[:2], title) if path.name[:2] != "00" else False
+    return nb, {"title": title, "profile": profile, "labelled": labelled}
 
 
-def _thumbnail(path: Path) -> str:
-    """An <img> tag with the PNG embedded as base64, or a dash when there is no such file."""
-    if not path.is_file():
-        return "—"
-    data = base64.b64encode(path.read_bytes()).decode()
-    return f'<img src="data:image/png;base64,{data}" width="200" alt="figure {html.escape(path.stem)}">'
+# ---------------------------------------------------------------------------------------------------- the book
+
+def _cell_text(value: Any) -> str:
+    """Text safe inside a Markdown table cell."""
+    return str(value if value not in (None, "") else "—").replace("|", "\\|").replace("\n", " ")
 
 
-_STYLE = """
-body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; }
-table { border-collapse: collapse; width: 100%; } th, td { border-bottom: 1px solid #ddd; padding: .5em;
-text-align: left; vertical-align: top; } th { background: #f4f4f4; } .held { color: #1a7f37; }
-.partly { color: #9a6700; } .not { color: #cf222e; } .muted { color: #777; font-size: .9em; }
-"""
+def figure_record(figures_dir: Path | None, fig_id: str) -> dict:
+    """The figure's own JSON record (claim, verdict, profile) when the run that made the page wrote one."""
+    path = figures_dir / f"{fig_id}.json" if figures_dir else None
+    if path is None or not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
 
 
-def _verdict_class(verdict: str | None) -> str:
-    """CSS class for a verdict."""
-    return {"held": "held", "partly held": "partly", "not held": "not"}.get(verdict or "", "muted")
-
-
-def index_html(layout: Layout, profile: str, pages: dict[str, str], manifest: dict) -> str:
-    """The front page: every figure with its claim, verdict, profile and run time, linked to its notebook."""
-    figures = manifest.get("figures", {})
-    ids = sorted(set(pages) | set(figures))
+def index_markdown(pages: dict[str, dict], missing: list[str], source_label: str, figures_dir: Path | None) -> str:
+    """The root page: what the companion is, one row per page (figure link, verdict, profile), the contents tree."""
     rows = []
-    for fig_id in ids:
-        entry = figures.get(fig_id, {})
-        stem = pages.get(fig_id) or Path(entry.get("notebook", fig_id)).stem
-        link = f'<a href="{html.escape(stem)}.html">{html.escape(stem)}</a>' if fig_id in pages else (
-            f'{html.escape(stem)} <span class="muted">(no executed copy for this profile)</span>')
-        verdict = entry.get("verdict")
-        seconds = entry.get("run_seconds_by_profile", {}).get(entry.get("profile"))
-        png = layout.figures / f"{fig_id}.png"
-        thumb = _thumbnail(png) if f"{fig_id}.png" in entry.get("outputs", {}) else "—"
-        rows.append(
-            f"<tr><td>{fig_id}</td><td>{link}</td><td>{html.escape(entry.get('claim') or '—')}</td>"
-            f'<td class="{_verdict_class(verdict)}">{html.escape(verdict or "—")}</td>'
-            f"<td>{html.escape(entry.get('profile', '—'))}</td><td>{format_seconds(seconds)}</td><td>{thumb}</td></tr>"
-        )
-    front = pages.get("00")
-    intro = f'<p>Start with the front page: <a href="{front}.html">{front}</a>.</p>' if front else ""
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>Deep Gated Networks: the annotated figures</title>
-<style>{_STYLE}</style></head><body>
-<h1>Deep Gated Networks: the annotated figures</h1>
-<p>A reproducible companion to Lakshminarayanan &amp; Singh, <em>Deep Gated Networks: A framework to understand
-training and generalisation in deep learning</em> (arXiv 2002.03996). Each notebook below tests one claim and
-records whether it held on its run; the verdicts come from <code>figures/MANIFEST.json</code>.</p>
-{intro}
-<p class="muted">Notebooks executed with the <strong>{html.escape(profile)}</strong> profile
-(<code>dgn reproduce --profile {html.escape(profile)}</code>). Verdicts and run times are those of the last run
-of each figure. Figures are embedded in the pages, which open offline.</p>
-<table><thead><tr><th>id</th><th>notebook</th><th>claim</th><th>verdict</th><th>profile</th><th>run time</th>
-<th>figure</th></tr></thead><tbody>
-{os.linesep.join(rows)}
-</tbody></table></body></html>
+    for stem, facts in pages.items():
+        fig_id = stem[:2]
+        record = figure_record(figures_dir, fig_id)
+        same_run = record.get("profile") == facts["profile"]
+        figure = f"{{ref}}`figure {fig_id} <fig-{fig_id}>`" if facts["labelled"] else "—"
+        rows.append(f"| {fig_id} | [{_cell_text(facts['title'])}]({stem}.ipynb) | {figure} | "
+                    f"{_cell_text(record.get('verdict') if same_run else None)} | {_cell_text(facts['profile'])} |")
+    absent = ("\n\nNot in this reading copy (no executed notebook): " + ", ".join(f"`{m}`" for m in missing) + "."
+              if missing else "")
+    toctree = "\n".join(pages)
+    return f"""# Deep Gated Networks: the annotated figures
+
+A reproducible companion to C. Lakshminarayanan and A. V. Singh, *Deep Gated Networks: A framework to understand
+training and generalisation in deep learning* (arXiv:2002.03996, 2020). Each page below is one executed notebook: it
+states the claim it tests, derives what it computes, shows the figure and ends with a claim check that records whether
+the claim held on that run. No number here is the paper's own.
+
+These pages show the notebooks as executed in `{source_label}`; the verdict column repeats each figure's recorded
+verdict when it comes from the same run.
+
+| id | page | figure | verdict | profile |
+|---|---|---|---|---|
+{os.linesep.join(rows)}{absent}
+
+```{{toctree}}
+:hidden:
+:maxdepth: 1
+
+{toctree}
+```
 """
 
 
-def render(layout: Layout | None = None, profile: str | None = None, dest: str | os.PathLike | None = None) -> int:
-    """`dgn render`: convert the executed notebooks of a profile to HTML and write the index page."""
-    layout = layout or Layout.at()
-    if profile is not None and profile not in PROFILES:
-        raise InputError(f"unknown profile {profile!r}: expected one of {', '.join(PROFILES)}")
-    profile = profile or latest_profile(layout)
-    folder = layout.build / "html" if dest is None else (Path(dest) if Path(dest).is_absolute() else layout.root / dest)
-    notebooks = executed_notebooks(layout, profile)
-    if not notebooks:
-        log(f"nothing to render: no executed notebooks in {layout.rel(layout.executed(profile))}; "
-            f"run `dgn reproduce --profile {profile}` first")
-        return EXIT_FAILED
-    pages = {}
-    folder.mkdir(parents=True, exist_ok=True)
-    mathjax = mathjax_url(folder)
+def book_config(root: Path) -> Path:
+    """The book's Sphinx folder: `book/` of the repository rendered, else the one beside this dgnlib's sources."""
+    return next((p for p in (root / "book", repo_root() / "book") if (p / "conf.py").is_file()), root / "book")
+
+
+def source_folder(root: Path, profile: str | None, source: str | os.PathLike | None) -> Path:
+    """Where the executed notebooks are: `source`, else build/executed/<profile>, else the committed executed/."""
+    if source is not None:
+        path = Path(source)
+        return path if path.is_absolute() else root / path
+    return root / "build" / "executed" / profile if profile else root / "executed"
+
+
+def figures_folder(root: Path, folder: Path) -> Path | None:
+    """The figures written by the run whose notebooks are in `folder` (executed/ → figures/)."""
+    if folder == root / "executed":
+        return root / "figures"
+    if folder.parent == root / "build" / "executed":
+        return root / "build" / "figures" / folder.name
+    return None
+
+
+def _clear_output(dest: Path, default: Path) -> None:
+    """Empty the output folder; refuse a non-empty folder that is not an earlier reading copy."""
+    if dest.exists() and any(dest.iterdir()):
+        if dest != default and not (dest / ".buildinfo").is_file():
+            raise FileExistsError(f"{dest} is not empty and holds no earlier reading copy: choose another --dest")
+        shutil.rmtree(dest)
+
+
+def build_book(root: Path, notebooks: list[Path], work: Path, dest: Path, source_label: str,
+               figures_dir: Path | None) -> int:
+    """Prepare the Sphinx source in `work` and build the HTML into `dest`; returns Sphinx's exit status."""
+    import nbformat
+
+    mathjax = local_mathjax()
+    if mathjax is None:
+        raise FileNotFoundError("no local MathJax: install jupyter-server-mathjax (`make setup` does) or point "
+                                "DGN_MATHJAX_DIR at a MathJax 2.7 folder; the reading copy never loads it from the web")
+    src = work / "src"
+    shutil.rmtree(src, ignore_errors=True)
+    shutil.copytree(book_config(root), src)
+    shutil.copytree(mathjax, src / "_static" / "mathjax")
+    prefixes = machine_prefixes(root)
+    stems = {p.stem for p in notebooks}
+    prepared, pages = {}, {}
     for path in notebooks:
-        write_atomic(folder / f"{path.stem}.html", notebook_html(layout, path, mathjax))
-        pages[path.name[:2]] = path.stem
-        log(f"rendered {layout.rel(folder / (path.stem + '.html'))}")
-    failed = sorted(layout.executed(profile).glob("*.failed.ipynb"))
-    for path in failed:
-        log(f"note: {layout.rel(path)} failed on its last run; a reading copy, if any, shows its last successful run")
-    index = folder / "index.html"
-    write_atomic(index, index_html(layout, profile, pages, read_manifest(layout)))
-    log(f"index: {layout.rel(index)}")
+        prepared[path.stem], pages[path.stem] = prepare_notebook(path, stems, prefixes)
+    labelled = {stem[:2] for stem, facts in pages.items() if facts["labelled"]}
+    for stem, nb in prepared.items():
+        for cell in nb.cells:
+            if cell.cell_type == "markdown":
+                cell.source = cross_reference_figures(cell.source, labelled)
+        nbformat.write(nb, src / f"{stem}.ipynb")
+    known = sorted(p.stem for p in (root / "notebooks").glob("*.ipynb") if NOTEBOOK_NAME.match(p.name))
+    missing = [s for s in known if s not in stems]
+    (src / "index.md").write_text(index_markdown(pages, missing, source_label, figures_dir))
+    _clear_output(dest, root / "build" / "html")
+    command = [sys.executable, "-m", "sphinx", "-b", "html", "-E", "-q", "-d", str(work / "doctrees"), str(src),
+               str(dest)]
+    return subprocess.run(command, cwd=work, check=False).returncode
+
+
+def render(layout: Any = None, profile: str | None = None, dest: str | os.PathLike | None = None, *,
+           source: str | os.PathLike | None = None) -> int:
+    """`dgn render`: build the reading copy of the executed notebooks into build/html (or `dest`); exit status."""
+    # a runner Layout (anything with a .root folder), a path, or None for this repository
+    root = Path(layout) if isinstance(layout, (str, os.PathLike)) else Path(getattr(layout, "root", None) or
+                                                                              repo_root())
+    folder = source_folder(root, profile, source)
+    notebooks = executed_notebooks(folder)
+    label = os.path.relpath(folder, root) if folder.is_relative_to(root) else folder.name
+    if not notebooks:
+        others = sorted(os.path.relpath(p, root) for p in (root / "build" / "executed").glob("*")
+                        if executed_notebooks(p))
+        hint = f"; executed notebooks exist in: {', '.join(others)} (dgn render --from FOLDER)" if others else ""
+        log(f"nothing to render: no executed notebooks NN_name.ipynb in {label}{hint}")
+        return EXIT_BAD_INPUT if source is not None or profile is not None else EXIT_FAILED
+    out = root / "build" / "html" if dest is None else (Path(dest) if Path(dest).is_absolute() else root / dest)
+    start = time.perf_counter()
+    try:
+        status = build_book(root, notebooks, root / "build" / "book", out, label, figures_folder(root, folder))
+    except (FileNotFoundError, FileExistsError) as exc:
+        log(f"error: {exc}")
+        return EXIT_BAD_INPUT
+    shown = os.path.relpath(out, root) if out.is_relative_to(root) else str(out)
+    if status != 0:
+        log(f"sphinx failed (exit status {status}); the reading copy in {shown} is incomplete")
+        return EXIT_FAILED
+    log(f"reading copy of {len(notebooks)} notebooks from {label} in {time.perf_counter() - start:.1f} s: "
+        f"{shown}/index.html")
     return EXIT_OK

@@ -18,14 +18,15 @@ def _name(requirement: str) -> str:
 
 def test_environment_yml_names_the_same_direct_dependencies_as_pyproject():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    wanted = {_name(r) for r in project["dependencies"] + project["optional-dependencies"]["test"]}
+    extras = project["optional-dependencies"]
+    wanted = {_name(r) for r in project["dependencies"] + extras["test"] + extras["book"] + extras["lab"]}
     wanted = {CONDA_NAMES.get(n, n) for n in wanted}
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     assert env["channels"][0] == "conda-forge" and "defaults" not in env["channels"]
     conda = {_name(d) for d in env["dependencies"] if isinstance(d, str)} - {"python", "pip"}
     assert conda == wanted, f"only in environment.yml: {conda - wanted}; only in pyproject.toml: {wanted - conda}"
     pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
-    assert "-e .[test]" in pip_section
+    assert "-e .[test,book,lab]" in pip_section
 
 
 def test_ci_runs_exactly_the_readme_test_command():

@@ -1,0 +1,173 @@
+"""The reading copy: preprocessing rules, and one real build from notebooks executed here (01 and 03, smoke sizes)."""
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+from dgnlib import render
+from dgnlib.report import repo_root
+
+ROOT = repo_root()
+BUILT = ("01_dgn_paths", "03_depth_spectrum")  # 02 is left out on purpose: a partial set
+
+
+# ---------------------------------------------------------------------------------------------------- unit rules
+
+def test_scrub_makes_repository_paths_relative_and_hides_other_machine_paths(tmp_path):
+    prefixes = render.machine_prefixes(ROOT)
+    text = f'out_dir = "{ROOT}/build/tmp/smoke/01"; cache {Path.home()}/.cache/x; w = 1/(mu w); /home/ann/data.npz'
+    out = render.scrub(text, prefixes)
+    assert 'out_dir = "build/tmp/smoke/01"' in out
+    assert str(ROOT) not in out and "/home/ann" not in out and "data.npz" in out
+    assert "1/(mu w)" in out  # prose with slashes is not a path
+    assert render.scrub(str(ROOT), prefixes) == "."
+
+
+def test_links_to_missing_pages_become_text_and_present_ones_point_at_the_page():
+    text = "see [figure 02](../notebooks/02_expected_ntk.ipynb) and [03](executed/03_depth_spectrum.ipynb#claim-check)"
+    out = render.relink_markdown(text, {"03_depth_spectrum"})
+    assert out == "see figure 02 and [03](03_depth_spectrum.ipynb#claim-check)"
+    html = '<a href="notebooks/02_expected_ntk.ipynb">02</a> <a href="03_depth_spectrum.ipynb">03</a>'
+    assert render.relink_html(html, {"03_depth_spectrum"}) == '02 <a href="03_depth_spectrum.html">03</a>'
+
+
+def test_figure_mentions_become_references_outside_headings_code_and_math():
+    text = "# Figure 03 — title\nas figure 03 shows, unlike figure 02; `figure 03` and $figure 03$\n$$\nfigure 03\n$$"
+    out = render.cross_reference_figures(text, {"03"}).split("\n")
+    assert out[0] == "# Figure 03 — title"
+    assert out[1] == "as {ref}`figure 03 <fig-03>` shows, unlike figure 02; `figure 03` and $figure 03$"
+    assert out[3] == "figure 03"
+
+
+def test_parameters_injected_and_setup_cells_are_folded_and_the_rest_is_not():
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_markdown_cell("# Figure 99"),
+        nbformat.v4.new_code_cell("seed = 0", metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell("seed = 1", metadata={"tags": ["injected-parameters"]}),
+        nbformat.v4.new_code_cell("import numpy as np\nP = params.bind('99', globals())"),
+        nbformat.v4.new_markdown_cell("## Results"),
+        nbformat.v4.new_code_cell("np.zeros(3)"),
+    ])
+    render.fold_setup_cells(nb)
+    assert [render.FOLD in c.metadata.get("tags", []) for c in nb.cells] == [False, True, True, True, False, False]
+
+
+def _display_math_blocks_apart_from_prose(source: str) -> list[str]:
+    """Lines opening or closing a $$ block that share their paragraph with prose (MyST reads those as inline)."""
+    lines, bad, i = source.split("\n"), [], 0
+    while i < len(lines):
+        if "$$" not in lines[i]:
+            i += 1
+            continue
+        start = i
+        if lines[i].strip() == "$$" or lines[i].count("$$") == 1:
+            i += 1
+            while i < len(lines) and "$$" not in lines[i]:
+                i += 1
+        if not lines[start].lstrip().startswith("$$") or (start > 0 and lines[start - 1].strip()) or (
+                i + 1 < len(lines) and lines[i + 1].strip()):
+            bad.append(lines[start])
+        i += 1
+    return bad
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "notebooks").glob("*.ipynb")), ids=lambda p: p.stem)
+def test_display_math_stands_in_its_own_paragraph(path):
+    nb = json.loads(path.read_text())
+    bad = [ln for c in nb["cells"] if c["cell_type"] == "markdown" for ln in
+           _display_math_blocks_apart_from_prose("".join(c["source"]))]
+    assert not bad, f"{path.name}: put a blank line before and after these $$ blocks: {bad}"
+
+
+def test_render_without_executed_notebooks_says_where_to_look(tmp_path, capsys):
+    assert render.render(ROOT, source=tmp_path) == render.EXIT_BAD_INPUT
+    assert "nothing to render" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------------- a real build
+
+@pytest.fixture(scope="module")
+def book(tmp_path_factory):
+    """Execute 01 and 03 with their smoke parameters into a temp folder, then build the reading copy from them."""
+    papermill = pytest.importorskip("papermill")
+    work = tmp_path_factory.mktemp("book")
+    executed = work / "executed"
+    executed.mkdir()
+    smoke = yaml.safe_load((ROOT / "profiles" / "smoke.yaml").read_text())
+    for stem in BUILT:
+        params = {**(smoke.get(stem) or {}), "profile": "smoke", "out_dir": str(work / "figures")}
+        papermill.execute_notebook(str(ROOT / "notebooks" / f"{stem}.ipynb"), str(executed / f"{stem}.ipynb"),
+                                   parameters=params, kernel_name="python3", progress_bar=False, cwd=str(ROOT))
+    dest = work / "html"
+    assert render.render(ROOT, dest=dest, source=executed) == render.EXIT_OK
+    return {"html": dest, "work": work}
+
+
+def _pages(html: Path) -> dict[str, str]:
+    return {p.stem: p.read_text() for p in html.glob("*.html") if p.stem not in {"genindex", "search"}}
+
+
+def test_every_page_links_to_the_index_and_its_neighbours(book):
+    pages = _pages(book["html"])
+    assert set(pages) == {"index", *BUILT}
+    order = ["index", *BUILT]
+    for k, stem in enumerate(order):
+        page = pages[stem]
+        assert 'href="index.html"' in page or (stem == "index" and 'class="navbar-brand logo" href="#"' in page), stem
+        if k > 0:
+            assert re.search(rf'class="left-prev"\s+href="{order[k - 1]}.html"', page), stem
+        if k + 1 < len(order):
+            assert re.search(rf'class="right-next"\s+href="{order[k + 1]}.html"', page), stem
+        assert 'href="search.html"' in page or "search-button" in page, stem
+
+
+def test_a_partial_set_does_not_link_to_missing_pages(book):
+    pages = _pages(book["html"])
+    assert not any("02_expected_ntk.html" in page for page in pages.values())
+    assert "02_expected_ntk" in pages["index"]  # listed as not in this reading copy
+
+
+def test_figures_are_labelled_and_cross_referenced(book):
+    pages = _pages(book["html"])
+    assert 'id="fig-03"' in pages["03_depth_spectrum"]
+    assert 'href="03_depth_spectrum.html#fig-03"' in pages["index"]
+
+
+def test_no_page_loads_a_script_or_stylesheet_from_the_web(book):
+    remote = re.compile(r"<(?:script|link|img|iframe)\b[^>]*\b(?:src|href)=\"(?:https?:)?//", re.I)
+    for stem, page in _pages(book["html"]).items():
+        assert not remote.search(page), f"{stem}: {remote.search(page).group(0)}"
+
+
+def test_math_is_typeset_by_the_local_mathjax(book):
+    html = book["html"]
+    static = html / "_static" / "mathjax"
+    assert (static / "MathJax.js").is_file()
+    page = _pages(html)["03_depth_spectrum"]
+    assert re.search(r'<script[^>]*src="_static/mathjax/MathJax\.js(\?v=\w+)?"', page)
+    config = re.search(r'<script type="text/x-mathjax-config">MathJax\.Hub\.Config\((.*?)\)</script>', page).group(1)
+    for name in json.loads(config)["config"]:
+        assert (static / "config" / name).is_file(), name
+    assert (static / "fonts" / "HTML-CSS" / "STIX-Web").is_dir()
+    assert page.count('class="math notranslate') >= 5
+
+
+def test_no_page_holds_an_absolute_machine_path(book):
+    needles = {str(ROOT), str(book["work"]), str(Path.home()) + "/", sys.prefix}
+    files = [*book["html"].glob("*.html"), book["html"] / "searchindex.js"]
+    for path in files:
+        text = path.read_text()
+        found = [n for n in needles if n in text] + render.MACHINE_PATH.findall(text)
+        assert not found, f"{path.name}: {found[:3]}"
+
+
+def test_setup_cells_are_folded_in_the_pages(book):
+    page = _pages(book["html"])["03_depth_spectrum"]
+    for tag in ("tag_parameters", "tag_injected-parameters"):
+        assert re.search(rf'<div class="cell {tag} tag_hide-input docutils container"', page), tag
+    assert page.count('<details class="admonition hide above-input"') >= 3  # + the set-up cell
