@@ -272,7 +272,11 @@ class DaskExecutor:
 
     def _gpu_workers(self) -> list[str]:
         """The workers that declare a GPU resource."""
-        workers = self.client.scheduler_info(n_workers=-1)["workers"]
+        try:
+            info = self.client.scheduler_info(n_workers=-1)  # newer releases list only 5 workers unless asked
+        except TypeError:
+            info = self.client.scheduler_info()
+        workers = info["workers"]
         return [w for w, info in workers.items() if (info.get("resources") or {}).get("GPU", 0) > 0]
 
     def _choose_device(self, device: str) -> str:
