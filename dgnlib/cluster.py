@@ -11,8 +11,10 @@ ordinary run (this module imports ``distributed`` only inside `DaskExecutor`). A
 - sends the client's torch settings (threads, default dtype, deterministic algorithms, float32 matmul precision)
   with each task and sets them on the worker, so a group computed there gives the same bits as in-process;
 - runs groups on CUDA when the cluster has workers that declare a ``GPU`` resource (``dask worker --resources
-  GPU=1``): then every group is submitted with ``resources={"GPU": 1}`` and called with ``device="cuda"``;
-  one sweep never mixes devices (CUDA and CPU kernels differ in the last bits);
+  GPU=1``): then every group is submitted with ``resources={"GPU": 1}`` and run on ``"cuda"``, else on
+  ``"cpu"``: fn(item, device=...) when fn takes a ``device`` argument, else an item with a ``device`` field set
+  to "auto" (`sweep.GroupTask`) gets that field set. One sweep never mixes devices (CUDA and CPU kernels differ
+  in the last bits);
 - submits with `retries`; a worker that dies mid-task has its tasks rerun elsewhere (the scheduler's
   ``allowed-failures``, 3 by default). Results come back to the client whole: the caller writes the store;
 - on Ctrl-C, or when the caller stops reading results, cancels the outstanding tasks (and re-raises).
@@ -23,6 +25,7 @@ verify every file's hash; `DaskExecutor.check_data` verifies named data sets on 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import inspect
 import os
@@ -181,7 +184,11 @@ def run_task(fn: Callable[..., Any], item: Any, expected: dict[str, Any], settin
             return _Refused(f"Dask worker {_worker_address()} declares a GPU resource but its torch sees no CUDA "
                             f"device (torch {torch.__version__}); install a CUDA build there or drop --resources")
     settings.apply()
-    return fn(item, device=settings.device) if settings.device != "cpu" else fn(item)
+    if _accepts_device(fn):
+        return fn(item, device=settings.device)
+    if _device_field(item) == "auto":  # e.g. sweep.GroupTask: "auto" leaves the choice to whoever runs it
+        item = dataclasses.replace(item, device=settings.device)
+    return fn(item)
 
 
 def _report() -> dict[str, Any]:
@@ -203,6 +210,14 @@ def _verify_data(names: list[str]) -> str | None:
 
 
 # ---------------------------------------------------------------- the client side
+
+
+def _device_field(item: Any) -> str | None:
+    """The value of a dataclass item's `device` field (None: the item has none)."""
+    if dataclasses.is_dataclass(item) and not isinstance(item, type):
+        if any(f.name == "device" for f in dataclasses.fields(item)):
+            return item.device
+    return None
 
 
 def _accepts_device(fn: Callable[..., Any]) -> bool:
@@ -303,9 +318,10 @@ class DaskExecutor:
 
     def _submit(self, fn: Callable[..., Any], items: Iterable[Any]) -> list[Any]:
         """One task per item, keyed uniquely per call, with this client's settings."""
-        if self.device != "cpu" and not _accepts_device(fn):
+        items = list(items)
+        if self.device != "cpu" and not _accepts_device(fn) and any(_device_field(i) != "auto" for i in items):
             raise ClusterError(f"groups would run on {self.device}, but {getattr(fn, '__name__', fn)!r} takes no "
-                               "device= argument")
+                               "device= argument and its items carry no device field set to 'auto'")
         settings = TaskSettings.capture(self.device)
         resources = {"GPU": 1} if self.device == "cuda" else None
         name = getattr(fn, "__name__", "task")

@@ -3,6 +3,8 @@ a killed worker, Ctrl-C, a wrong address. The cluster-free checks come first."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import os
 import signal
@@ -32,13 +34,14 @@ def train_tiny(item: tuple[int, int]) -> dict:
     y = (x[:, :8].sum(1) > 0).long()
     w1 = (torch.randn(64, 128, generator=seeding.generator(seed, "init", 1)) / 8).requires_grad_()
     w2 = (torch.randn(128, 2, generator=seeding.generator(seed, "init", 2)) / 11).requires_grad_()
-    opt = torch.optim.Adam([w1, w2], lr=1e-2)
     losses = []
-    for _ in range(steps):
+    for _ in range(steps):  # plain gradient descent: torch.optim's first use imports torch._dynamo (seconds)
         loss = torch.nn.functional.cross_entropy(torch.relu(x @ w1) @ w2, y)
-        opt.zero_grad()
+        w1.grad = w2.grad = None
         loss.backward()
-        opt.step()
+        with torch.no_grad():
+            w1 -= 0.5 * w1.grad
+            w2 -= 0.5 * w2.grad
         losses.append(loss.item())
     return {"losses": losses, "w1": w1.detach(), "w2": w2.detach(), "threads": torch.get_num_threads(),
             "dtype": str(torch.get_default_dtype()), "dgn_threads": os.environ.get("DGN_THREADS")}
@@ -104,6 +107,22 @@ def test_fingerprint_differences_name_what_differs(tmp_path: Path) -> None:
     assert diffs[1] == "dgnlib sources differ in cluster.py (missing there), extra.py (only there), seeding.py"
 
 
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """An item that carries its device, as sweep.GroupTask does."""
+
+    n: int
+    device: str = "auto"
+
+
+def test_the_executor_decides_the_device_of_auto_items_only() -> None:
+    settings, expected = cluster.TaskSettings.capture(device="cpu"), cluster.fingerprint()
+    assert cluster.run_task(lambda task: task.device, Task(1), expected, settings) == "cpu"
+    assert cluster.run_task(lambda task: task.device, Task(1, "cuda:1"), expected, settings) == "cuda:1"
+    assert cluster.run_task(lambda n, device="x": (n, device), 3, expected, settings) == (3, "cpu")
+    assert cluster.run_task(lambda n: n + 1, 3, expected, settings) == 4
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
 def test_gpu_task_without_cuda_is_refused_not_run() -> None:
     settings = cluster.TaskSettings.capture(device="cuda")
@@ -138,7 +157,7 @@ def test_wrong_address_fails_fast_in_one_line() -> None:
 
 
 def test_map_gives_the_bits_of_an_in_process_run(executor) -> None:
-    items = [(seed, 30) for seed in range(4)]
+    items = [(seed, 10) for seed in range(4)]
     threads, dtype = torch.get_num_threads(), torch.get_default_dtype()
     torch.set_num_threads(2)  # the workers start with 1 (the nanny sets OMP_NUM_THREADS=1): the client's must travel
     try:
@@ -240,6 +259,78 @@ def test_ctrl_c_cancels_the_outstanding_tasks(executor, tmp_path: Path) -> None:
         time.sleep(0.1)
     assert executor.client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks)) == 0
     assert len(list(tmp_path.iterdir())) < len(items)  # cancelled before all had started
+
+
+# ---------------------------------------------------------------- the sweep engine on the cluster
+
+
+def _smoke_specs() -> list:
+    """A small sweep of every kind of run: relu, fixed random gates, soft gates, and flnpf after its relu."""
+    sweep_runs = pytest.importorskip("dgnlib.runs")
+    pytest.importorskip("dgnlib.sweep")
+    from dgnlib.experiments import variant_specs
+
+    model = sweep_runs.ModelSpec("fc", d_in=20, width=16, depth=3, d_out=4)
+    data_spec = sweep_runs.DataSpec("synthetic", n_train=100, n_test=40, shape=(20,), n_classes=4)
+    specs = variant_specs(model, data_spec, ("relu", "frnpf-ii", "dnpfl", "flnpf"), (0, 1), epochs=2,
+                          batch_size=30, lr=1e-3)
+    return list(specs.values())
+
+
+def _entries(root: Path) -> dict[str, dict]:
+    """The run store's entries as JSON, without the timings (the only part that may differ between two runs)."""
+    out = {}
+    for path in sorted(root.rglob("*.json")):
+        entry = json.loads(path.read_text())
+        entry.pop("timings", None)
+        out[str(path.relative_to(root))] = entry
+    return out
+
+
+def _weights(root: Path) -> dict[str, bytes]:
+    """Every other file of the store (kept weights), byte for byte."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and p.suffix != ".json"}
+
+
+@pytest.fixture(scope="module")
+def local_sweep(tmp_path_factory) -> Path:
+    """The smoke sweep run in this process: the reference store."""
+    specs = _smoke_specs()  # skips when the sweep engine is not there
+    from dgnlib.runs import RunStore
+    from dgnlib.sweep import run_sweep
+
+    root = tmp_path_factory.mktemp("local-store")
+    run_sweep(specs, RunStore(root), progress=False, max_runs=2)
+    return root
+
+
+def test_a_sweep_on_the_cluster_stores_the_same_entries_as_in_process(executor, local_sweep, tmp_path) -> None:
+    """The engine's groups on the workers, one worker killed while busy: every entry as in-process, bit for bit."""
+    from dgnlib.runs import RunStore
+    from dgnlib.sweep import run_sweep
+
+    pids = executor.client.run(os.getpid)
+    killed = []
+
+    def kill_a_busy_worker() -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not killed:
+            busy = [w for w, keys in executor.client.processing().items() if keys]
+            if busy:
+                os.kill(pids[busy[0]], signal.SIGKILL)
+                killed.append(busy[0])
+            time.sleep(0.02)
+
+    killer = threading.Thread(target=kill_a_busy_worker)
+    killer.start()
+    results = run_sweep(_smoke_specs(), RunStore(tmp_path), executor=executor, progress=False, max_runs=2)
+    killer.join()
+    assert killed, "no worker was busy: the test did not kill anything"
+    assert len(results) == 8 and {r.status for r in results.values()} == {"ok"}
+    local = _entries(local_sweep)
+    assert len(local) >= 8 and _entries(tmp_path) == local
+    assert _weights(tmp_path) == _weights(local_sweep)
 
 
 def test_a_worker_killed_mid_task_has_its_task_rerun(executor, tmp_path: Path) -> None:
