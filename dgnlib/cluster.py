@@ -246,7 +246,7 @@ class DaskExecutor:
         if device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
         self.address = check_address(address)
-        self.retries = retries
+        self.retries, self.worker_timeout = retries, worker_timeout
         from distributed import Client
 
         try:
@@ -257,16 +257,9 @@ class DaskExecutor:
                 f"cannot reach the Dask scheduler at {self.address} ({reason}); start one with "
                 f"'dask scheduler' or correct --scheduler / {ENV}"
             ) from None
+        self.expected = fingerprint()
         try:
-            try:
-                self.client.wait_for_workers(1, timeout=worker_timeout)
-            except (OSError, TimeoutError):
-                raise ClusterError(
-                    f"the Dask scheduler at {self.address} has no worker after {worker_timeout:g} s; start some with "
-                    f"'dask worker {self.address} --nthreads 1'"
-                ) from None
-            self.expected = fingerprint()
-            self.check_workers()
+            self.ready()
             self.device = self._choose_device(device)
         except BaseException:
             self.client.close()
@@ -301,6 +294,17 @@ class DaskExecutor:
             raise ClusterError(f"device='cuda' asked but no worker of {self.address} declares a GPU resource "
                                "(start them with 'dask worker ... --resources GPU=1')")
         return "cuda" if device == "cuda" or (device == "auto" and gpus) else "cpu"
+
+    def ready(self) -> None:
+        """Wait (worker_timeout at most) for a worker, then check every worker: ClusterError if none, or a mismatch."""
+        try:
+            self.client.wait_for_workers(1, timeout=self.worker_timeout)
+        except (OSError, TimeoutError):
+            raise ClusterError(
+                f"the Dask scheduler at {self.address} has no worker after {self.worker_timeout:g} s; start some "
+                f"with 'dask worker {self.address} --nthreads 1'"
+            ) from None
+        self.check_workers()
 
     def check_workers(self) -> None:
         """Compare every connected worker's fingerprint with this client's; the first mismatch is an error."""
@@ -381,7 +385,7 @@ def executor_from_env(**kwargs: Any) -> DaskExecutor | None:
     address = check_address(address)
     cached = _EXECUTORS.get(address)
     if cached is not None and cached.client.status == "running":
-        cached.check_workers()  # workers may have come and gone since the last sweep
+        cached.ready()  # workers may have come and gone since the last sweep
         return cached
     _EXECUTORS[address] = DaskExecutor(address, **kwargs)
     return _EXECUTORS[address]

@@ -156,6 +156,27 @@ def test_wrong_address_fails_fast_in_one_line() -> None:
     assert "\n" not in str(err.value)
 
 
+def test_a_scheduler_without_workers_is_a_clear_error() -> None:
+    with distributed.LocalCluster(n_workers=0, host="127.0.0.1", dashboard_address=None,
+                                  silence_logs=logging.ERROR) as empty:
+        with pytest.raises(cluster.ClusterError, match="has no worker after 1 s; start some with 'dask worker"):
+            cluster.DaskExecutor(empty.scheduler_address, timeout=10, worker_timeout=1)
+
+
+def test_executor_from_env_connects_once_per_address(local_cluster, monkeypatch) -> None:
+    monkeypatch.setenv(cluster.ENV, local_cluster.scheduler_address.replace("tcp://", ""))
+    first = cluster.executor_from_env()
+    try:
+        assert first is cluster.executor_from_env() and first.address == local_cluster.scheduler_address
+        assert list(first.map(abs, [-1, 2, -3])) == [1, 2, 3]
+    finally:
+        first.close()
+        cluster._EXECUTORS.clear()
+    monkeypatch.setenv(cluster.ENV, "not-an-address")
+    with pytest.raises(cluster.ClusterError, match="'not-an-address' is not a Dask scheduler address"):
+        cluster.executor_from_env()
+
+
 def test_map_gives_the_bits_of_an_in_process_run(executor) -> None:
     items = [(seed, 10) for seed in range(4)]
     threads, dtype = torch.get_num_threads(), torch.get_default_dtype()
