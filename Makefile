@@ -28,7 +28,8 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	touch $@
 
 figures: $(SETUP)
-	$(PYTHON) -m dgnlib reproduce --profile $(PROFILE) $(if $(ONLY),--only $(ONLY),) $(if $(PUBLISH),--publish,)
+	$(PYTHON) -m dgnlib reproduce --profile $(PROFILE) $(if $(ONLY),--only $(ONLY),) $(if $(PUBLISH),--publish,) \
+		$(if $(SCHEDULER),--scheduler $(SCHEDULER),)
 
 test: unit nbval
 
@@ -40,7 +41,7 @@ unit: $(SETUP)
 nbval: $(SETUP)
 	rm -rf build/nbval
 	$(PYTHON) -m dgnlib prepare --profile smoke --dest build/nbval
-	DGN_RUNNER=nbval DGN_RUN_STORE=$(CURDIR)/build/runs/smoke $(PYTHON) -m pytest -p no:cacheprovider --nbval-lax \
+	DGN_RUNNER=nbval DGN_WIDGETS=static DGN_RUN_STORE=$(CURDIR)/build/nbval/runs $(PYTHON) -m pytest -p no:cacheprovider --nbval-lax \
 		--nbval-current-env --nbval-cell-timeout=600 build/nbval
 
 html: $(SETUP)

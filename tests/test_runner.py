@@ -48,6 +48,7 @@ def dgn(root: Path, *args: str) -> int:
         ("", ["--only", ","], ["--only ','", "empty selection"]),
         ("", ["--profile", "huge"], ["unknown profile 'huge'", "paper, smoke"]),
         ("", ["--jobs", "0"], ["--jobs 0"]),
+        ("", ["--scheduler", "not an address"], ["Dask scheduler", "not an address"]),
     ],
 )
 def test_bad_input_exits_2_before_running(repo, capsys, profile_text, extra, expected):

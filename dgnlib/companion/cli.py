@@ -47,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--wait", action="store_true", help="wait for another run in this checkout instead of exiting 2")
     rep.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                      help="per-cell progress bars (default: on when stderr is a terminal)")
+    rep.add_argument("--scheduler", metavar="ADDRESS", default=None,
+                     help="train the sweeps on a Dask cluster, e.g. tcp://127.0.0.1:8786 (default: $DGN_SCHEDULER, "
+                          "else in this process)")
 
     prep = commands.add_parser("prepare", help="write the parameterised notebooks (not executed) for nbval",
                                epilog=EPILOG, formatter_class=formatter)
@@ -55,7 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="folder for the notebooks; their outputs go to <dest>/figures (default build/nbval)")
 
     ren = commands.add_parser("render", help="convert the executed notebooks to HTML under build/html/")
-    ren.add_argument("--profile", default=None, help="whose executed notebooks to render (default: the latest)")
+    ren.add_argument("--profile", default=None,
+                     help="render build/executed/<profile>/ (default: executed/, the committed run)")
+    ren.add_argument("--from", dest="source", metavar="FOLDER", default=None,
+                     help="folder of executed notebooks to render, e.g. build/executed/quick")
     ren.add_argument("--dest", default=None, help="output folder (default build/html)")
     return parser
 
@@ -76,7 +82,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from dgnlib.companion.reproduce import reproduce
 
             return reproduce(layout, args.profile, args.only, args.sets, publish=args.publish, force=args.force,
-                             keep_going=args.keep_going, jobs=args.jobs, progress=args.progress, wait=args.wait)
+                             keep_going=args.keep_going, jobs=args.jobs, progress=args.progress, wait=args.wait,
+                             scheduler=args.scheduler)
         with signals_raise():
             if args.command == "prepare":
                 from dgnlib.companion.reproduce import prepare
@@ -84,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return prepare(layout, args.profile, args.dest, args.only, args.sets)
             from dgnlib.render import render
 
-            return render(layout, args.profile, args.dest)
+            return render(layout, args.profile, args.dest, source=args.source)
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

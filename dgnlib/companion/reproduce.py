@@ -213,18 +213,36 @@ class Run:
 
 def reproduce(layout: Layout, profile: str, only: str | None = None, sets: Sequence[str] = (), *,
               publish: bool | None = None, force: bool = False, keep_going: bool = False, jobs: int = 1,
-              progress: bool | None = None, wait: bool = False) -> int:
-    """`dgn reproduce`: run the selected notebooks under a profile; returns the exit status."""
+              progress: bool | None = None, wait: bool = False, scheduler: str | None = None) -> int:
+    """`dgn reproduce`: run the selected notebooks under a profile; returns the exit status.
+
+    `scheduler` (or the environment variable DGN_SCHEDULER): the address of a Dask scheduler that trains the sweeps'
+    ensemble groups; it is checked before anything runs, and Dask is imported only when one is given.
+    """
     with signals_raise():
         try:
-            return _reproduce(layout, profile, only, sets, publish, force, keep_going, jobs, progress, wait)
+            return _reproduce(layout, profile, only, sets, publish, force, keep_going, jobs, progress, wait,
+                              scheduler or os.environ.get("DGN_SCHEDULER") or None)
         except Interrupted as exc:
             log(f"interrupted ({exc}): nothing half-done was kept; the next run redoes only what is missing")
             return exc.exit_status
 
 
+def _check_scheduler(address: str) -> None:
+    """Fail fast (exit 2) when the Dask scheduler is malformed, unreachable, or its workers differ from this client."""
+    from dgnlib import cluster  # imports Dask: only when a scheduler is given
+
+    try:
+        cluster.check_address(address)
+        with cluster.DaskExecutor(address):
+            pass
+    except cluster.ClusterError as exc:
+        raise InputError(str(exc)) from None
+
+
 def _reproduce(layout: Layout, profile: str, only: str | None, sets: Sequence[str], publish: bool | None,
-               force: bool, keep_going: bool, jobs: int, progress: bool | None, wait: bool) -> int:
+               force: bool, keep_going: bool, jobs: int, progress: bool | None, wait: bool,
+               scheduler: str | None = None) -> int:
     """The body of `reproduce`, inside its signal handlers."""
     if jobs < 1:
         raise InputError(f"--jobs {jobs}: expected a positive number of notebooks run at once")
@@ -234,6 +252,8 @@ def _reproduce(layout: Layout, profile: str, only: str | None, sets: Sequence[st
     if not plan.tasks:
         log(f"nothing to run: no notebooks named NN_name.ipynb in {layout.rel(layout.notebooks)}")
         return EXIT_OK
+    if scheduler:
+        _check_scheduler(scheduler)
     lock = CheckoutLock(layout.lock)
     try:
         lock.acquire(wait=False)
@@ -247,7 +267,8 @@ def _reproduce(layout: Layout, profile: str, only: str | None, sets: Sequence[st
     run = Run(layout, plan, force=force, keep_going=keep_going, jobs=jobs,
               progress=sys.stderr.isatty() if progress is None else progress)
     env = {params.RUNNER_ENV: run.id, "DGN_RUN_STORE": str(plan.destination.runs),
-           "JUPYTER_RUNTIME_DIR": str(run.tmp / "runtime"),
+           "JUPYTER_RUNTIME_DIR": str(run.tmp / "runtime"), "DGN_WIDGETS": "static",
+           **({"DGN_SCHEDULER": scheduler} if scheduler else {}),
            "PYTHONPATH": os.pathsep.join([str(layout.root), *filter(None, [os.environ.get("PYTHONPATH")])])}
     try:
         todo = run.prepare()
