@@ -34,13 +34,16 @@ import sys
 import tarfile
 import tempfile
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pooch
 import torch
+
+from .runs import DataSpec
+from .seeding import derive_seed
 
 NAMES = ("mnist", "fashion-mnist", "cifar10")
 SPLITS = ("train", "test")
@@ -483,17 +486,83 @@ def load_classification(
 ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """{"train": (x, y), "test": (x, y)} tensors: x float32 in [0,1], (N, D) or (N, C, H, W); y int64.
 
-    `n_train` / `n_test` draw class-balanced subsets (a multiple of 10); the test subset uses seed + 1.
+    `n_train` / `n_test` draw class-balanced subsets (a multiple of 10), seeded by derive_seed(seed, "subset", split).
     """
     out = {}
-    for split, n, split_seed in (("train", n_train, seed), ("test", n_test, seed + 1)):
+    for split, n in (("train", n_train), ("test", n_test)):
         x, y = load(name, split, root)
         if n is not None:
             if n % 10:
                 raise ValueError(f"n_{split}={n} must be a multiple of the 10 classes for a balanced subset")
-            x, y = balanced_subset(x, y, n // 10, split_seed)
+            x, y = balanced_subset(x, y, n // 10, derive_seed(seed, "subset", split))
         out[split] = to_tensors(flatten_scale(x) if flatten else to_channels_first(x), y)
     return out
+
+
+def train_val_indices(n: int, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train, validation) indices of n examples: a random `val_fraction` (at least 1) held out, from `seed`."""
+    if not 0 <= val_fraction < 1:
+        raise ValueError(f"val_fraction must lie in [0, 1), got {val_fraction!r}")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed)))
+    n_val = max(1, int(round(val_fraction * n))) if val_fraction > 0 else 0
+    return perm[n_val:], perm[:n_val]
+
+
+def digest(splits: Mapping[str, tuple]) -> str:
+    """SHA-256 of in-memory splits (names, shapes, dtypes and bytes of every array): the identity of inline data."""
+    h = hashlib.sha256()
+    for name in sorted(splits):
+        for a in splits[name]:
+            arr = np.ascontiguousarray(a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a))
+            h.update(f"{name}|{arr.dtype.str}|{arr.shape}|".encode())
+            h.update(arr.tobytes())
+    return h.hexdigest()
+
+
+def inline(splits: Mapping[str, tuple], val_fraction: float = 0.1) -> DataSpec:
+    """A DataSpec for tensors in memory ({"train": (x, y), "test"?: ..., "val"?: ...}), named by their digest."""
+    if "train" not in splits:
+        raise ValueError("data must be a mapping with a 'train' entry (x, y) and optional 'val' and 'test' entries")
+    arrays = {k: (torch.as_tensor(v[0]), torch.as_tensor(v[1])) for k, v in splits.items()}
+    return DataSpec("inline", n_train=len(arrays["train"][0]), n_test=len(arrays["test"][0]) if "test" in arrays
+                    else None, val_fraction=val_fraction, digest=digest(arrays), arrays=arrays)
+
+
+def synthetic(spec: DataSpec) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Gaussian classes: class means N(0, I) of `spec.shape`, inputs mean + N(0, I); seeded by spec.subset_seed."""
+    if not spec.shape or not spec.n_train or spec.n_classes < 2:
+        raise ValueError(f"synthetic data needs a shape, n_train >= 1 and n_classes >= 2, got {spec}")
+    rng = np.random.default_rng(derive_seed(spec.subset_seed, "synthetic", "means"))
+    means = rng.standard_normal((spec.n_classes, *spec.shape)).astype(np.float32)
+    out = {}
+    for split, n in (("train", spec.n_train), ("test", spec.n_test or 0)):
+        rng = np.random.default_rng(derive_seed(spec.subset_seed, "synthetic", split))
+        y = rng.integers(0, spec.n_classes, n)
+        x = means[y] + rng.standard_normal((n, *spec.shape)).astype(np.float32)
+        if n:
+            out[split] = to_tensors(x, y)
+    return out
+
+
+def materialise(spec: DataSpec, root: str | os.PathLike | None = None) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """The tensors a DataSpec names ({"train", "test"?, "val"?}), deterministically: same spec, same tensors."""
+    if spec.name == "inline":
+        return dict(spec.arrays)
+    if spec.name == "synthetic":
+        splits = synthetic(spec)
+    elif spec.binary_pair is not None:
+        neg, pos = spec.binary_pair
+        full = load_classification(spec.name, seed=spec.subset_seed, root=root, flatten=spec.flatten)
+        splits = {k: binary_pair(*v, neg=neg, pos=pos) for k, v in full.items()}
+        for split, n in (("train", spec.n_train), ("test", spec.n_test)):
+            if n:
+                x, y = splits[split]
+                x, y = balanced_subset(x.numpy(), y.numpy(), n // 2, derive_seed(spec.subset_seed, "subset", split))
+                splits[split] = (torch.as_tensor(x), torch.as_tensor(y))
+    else:
+        splits = load_classification(spec.name, n_train=spec.n_train, n_test=spec.n_test, seed=spec.subset_seed,
+                                     root=root, flatten=spec.flatten)
+    return standardize_channels(splits) if spec.standardize == "channels" else splits
 
 
 def main(argv: list[str] | None = None) -> int:
