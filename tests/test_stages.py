@@ -5,8 +5,8 @@ import pytest
 import torch
 from synthetic import two_blobs
 
-from dgnlib.experiments import dgn_factory
 from dgnlib.data import train_val_indices
+from dgnlib.experiments import dgn_factory
 from dgnlib.seeding import derive_seed
 from dgnlib.stages import check_stages, relu_snapshots, stage_accuracy, stage_gates_experiment
 from dgnlib.train import evaluate, fit
