@@ -7,6 +7,7 @@ import torch
 from dgnlib import data as datamod
 from dgnlib.ensemble import build_models, train_ensemble
 from dgnlib.runs import DataSpec, GateSource, ModelSpec, RunSpec, gate_weight_id
+from dgnlib.seeding import derive_seed
 from dgnlib.stacked import StackedDGN
 from dgnlib.train import fit
 
@@ -111,3 +112,23 @@ def test_build_models_needs_the_relu_weights_of_flnpf():
         build_models([flnpf], {})
     with pytest.raises(ValueError, match="compatible"):
         train_ensemble([relu, relu.replace(lr=1e-3)])
+
+
+def test_nu_on_a_probe_matches_fit_and_stays_constant_with_fixed_gates():
+    # figure 07's set-up in miniature: one output, squared loss on ±1 labels, RMSprop, no biases, Bernoulli init
+    data = DataSpec("synthetic", n_train=64, n_test=16, shape=(6,), n_classes=2, val_fraction=0.0)
+    model = ModelSpec("fc", d_in=6, width=12, depth=3, d_out=1, bias=False, init="bernoulli")
+    specs = [RunSpec(model.replace(variant=v), data, 0, optimizer="rmsprop", lr=1e-2, batch_size=16, epochs=2,
+                     loss="mse", probe_per_class=5) for v in ("relu", "frnpf-ii")]
+    splits = {k: (x, y.float() * 2 - 1) for k, (x, y) in datamod.materialise(data).items()}
+    inline = datamod.inline(splits, val_fraction=0.0)
+    specs = [s.replace(data=inline) for s in specs]
+    results = train_ensemble(specs, device="cpu")
+    x, y = splits["train"]
+    xp, yp = datamod.balanced_subset(x.numpy(), y.numpy(), 5, derive_seed(inline.subset_seed, "probe"))
+    for spec, result in zip(specs, results):
+        hist = fit(spec.model.build(spec.init_seed()), splits, optimizer="rmsprop", lr=1e-2, batch_size=16, epochs=2,
+                   loss="mse", seed=0, val_fraction=0.0, probe=(torch.as_tensor(xp), torch.as_tensor(yp)),
+                   progress=False)
+        np.testing.assert_allclose(result.history()["nu"], hist["nu"], rtol=1e-4)
+    assert results[1].history()["nu"].nunique() == 1 and results[0].history()["nu"].nunique() > 1
