@@ -1,17 +1,22 @@
-"""Comparing DGN variants: train each variant over several seeds and summarise test accuracy two ways.
+"""Comparing DGN variants: a sweep of (variant, seed) runs through the sweep engine, summarised two ways.
 
-`flnpf` needs a trained `relu` network to copy its gates from: for each seed, the `relu` network of that seed is
-trained first (or taken from the same call) and its gates are frozen into a fresh `flnpf` network.
+`flnpf` needs a trained `relu` network to copy its gates from: each flnpf run names the relu run of its seed (same
+model, data and optimiser, `epochs` epochs) as its gate source; the engine trains that relu run first (or finds it
+in the store) and keeps its final weights. Runs are `runs.RunSpec`s, so every run is stored under its hash and a
+sweep that stopped resumes where it stopped.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 
 import pandas as pd
 
+from . import data as datamod
 from .models import DGN, VARIANTS, GatedNet
-from .train import fit, seed_everything
+from .runs import DataSpec, GateSource, MemoryStore, ModelSpec, RunSpec, RunStore
+from .sweep import Executor, run_sweep
 
 ModelFactory = Callable[[str, int], GatedNet]
 
@@ -21,41 +26,74 @@ def dgn_factory(**kwargs) -> ModelFactory:
     return lambda variant, seed: DGN(**kwargs, variant=variant, seed=seed)
 
 
-def train_variants(
-    make_model: ModelFactory,
-    data: Mapping,
-    variants: Sequence[str],
-    seeds: Sequence[int],
-    **fit_kwargs,
-) -> pd.DataFrame:
-    """Train every variant for every seed with `fit`; one row per (variant, seed, epoch).
+def model_spec(make_model: ModelFactory | ModelSpec) -> ModelSpec:
+    """The ModelSpec of a factory's networks (read from the relu network it builds), or the spec itself."""
+    if isinstance(make_model, ModelSpec):
+        return make_model
+    return ModelSpec.from_model(make_model("relu", 0))
 
-    `flnpf` copies the gates of the `relu` network trained with the same seed (trained here if `relu` is not
-    among the variants, and then not reported).
-    """
+
+def data_spec(data: Mapping | DataSpec, val_fraction: float | None = None) -> DataSpec:
+    """A DataSpec as given (val_fraction replaced if given), or an inline one for tensors in memory."""
+    if isinstance(data, DataSpec):
+        return data if val_fraction is None else dataclasses.replace(data, val_fraction=val_fraction)
+    return datamod.inline(data, 0.1 if val_fraction is None else val_fraction)
+
+
+def variant_specs(
+    model: ModelSpec, data: DataSpec, variants: Sequence[str], seeds: Sequence[int], **train: object
+) -> dict[tuple[str, int], RunSpec]:
+    """{(variant, seed): RunSpec}; flnpf's gate source is the relu run of its seed, after its last epoch."""
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         raise ValueError(f"unknown variants {unknown}: expected some of {', '.join(VARIANTS)}")
-    order = sorted(variants, key=lambda v: v != "relu")  # relu first, so flnpf can copy it
-    frames = []
+    out = {}
     for seed in seeds:
-        trained_relu = None
-        for variant in order:
-            if variant == "flnpf":
-                if trained_relu is None:
-                    seed_everything(seed)
-                    trained_relu = make_model("relu", seed)
-                    fit(trained_relu, data, seed=seed, **fit_kwargs)
-                model = make_model("flnpf", seed + 10_000)
-                model.copy_gates_from(trained_relu)
-            else:
-                model = make_model(variant, seed)
-            seed_everything(seed)
-            df = fit(model, data, seed=seed, **fit_kwargs)
-            if variant == "relu":
-                trained_relu = model
-            frames.append(df.assign(variant=variant, seed=seed))
+        relu = RunSpec(model.replace(variant="relu"), data, seed, **train)
+        for variant in variants:
+            source = GateSource(relu, relu.epochs) if variant == "flnpf" else None
+            out[variant, seed] = RunSpec(model.replace(variant=variant), data, seed, gate_source=source, **train)
+    return out
+
+
+def sweep_history(specs: Mapping[tuple, RunSpec], results: Mapping, names: Sequence[str]) -> pd.DataFrame:
+    """One DataFrame of every run's rows, with the columns `names` taken from each spec's label tuple."""
+    frames = []
+    for label, spec in specs.items():
+        result = results[spec.key()]
+        frames.append(result.history().assign(**dict(zip(names, label)), status=result.status))
     return pd.concat(frames, ignore_index=True)
+
+
+def train_variants(
+    make_model: ModelFactory | ModelSpec,
+    data: Mapping | DataSpec,
+    variants: Sequence[str],
+    seeds: Sequence[int],
+    *,
+    optimizer: str = "adam",
+    lr: float = 1e-4,
+    batch_size: int = 32,
+    epochs: int = 1,
+    loss: str = "ce",
+    val_fraction: float | None = None,
+    device: str = "auto",
+    progress: bool = True,
+    store: RunStore | None = None,
+    executor: Executor | None = None,
+) -> pd.DataFrame:
+    """Train every variant for every seed (one sweep); one row per (variant, seed, epoch), `fit`'s columns.
+
+    `flnpf` copies the gates of the fully trained `relu` run of the same seed (trained as a dependency if `relu` is
+    not among the variants, and then not reported). store: where runs are kept and found (default: in memory).
+    """
+    specs = variant_specs(model_spec(make_model), data_spec(data, val_fraction), variants, seeds,
+                          optimizer=optimizer, lr=lr, batch_size=batch_size, epochs=epochs, loss=loss)
+    results = run_sweep(list(specs.values()), store if store is not None else MemoryStore(), executor=executor,
+                        progress=progress, device=device)
+    order = sorted(variants, key=lambda v: v != "relu")
+    ordered = {(v, s): specs[v, s] for s in seeds for v in order}
+    return sweep_history(ordered, results, ["variant", "seed"])
 
 
 def final_accuracy(history: pd.DataFrame) -> pd.DataFrame:

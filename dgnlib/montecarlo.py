@@ -16,6 +16,7 @@ import torch
 
 from .kernels import ntk
 from .models import GatedNet, init_layer
+from .seeding import derive_seed
 from .stats import loglog_slope  # noqa: F401  (re-exported for notebook 02)
 from .theory import expected_ntk, ntk_moments
 
@@ -96,9 +97,9 @@ def error_vs_draws(
             raise ValueError(f"every number of draws must be >= 2 to estimate a variance, got {n}")
     exact = expected_ntk(x, gates, sigma)
     rows = []
-    for i, n in enumerate(draws):
+    for n in draws:
         for r in range(repeats):
-            run_seed = int(seed) * 100_003 + i * repeats + r  # a different, reproducible stream per run
+            run_seed = derive_seed(int(seed), "error_vs_draws", int(n), r)  # one independent stream per run
             mean, var = ntk_moments(x, gates, sigma, int(n), seed=run_seed, batch=batch)
             rows.append(
                 {

@@ -1,11 +1,11 @@
 """Continuous gate learning (figure 08): gates of a relu network at successive stages of its training, frozen into
 `flnpf` networks trained from scratch.
 
-For each seed a `relu` network is trained for `epochs` epochs (the fully trained reference); a copy of it is taken
-after every stage e (in epochs, 0 = at initialisation) through `fit`'s `on_epoch` callback. Each stage's gates are
-copied into a fresh `flnpf` network; all stages of one seed share the same value-network initialisation, so that only
-the gates differ between stages. A `frnpf-ii` network of the same seed (random, never trained gates) is trained as the
-second reference.
+For each seed a `relu` run is trained for `epochs` epochs (the fully trained reference), keeping its weights after
+every stage e (in epochs, 0 = at initialisation). Each stage's gates are copied into a fresh `flnpf` run; all stages
+of one seed share the same value-network initialisation (`RunSpec.init_seed`), so that only the gates differ between
+stages. A `frnpf-ii` run of the same seed (random, never trained gates) is the second reference. All of it is one
+sweep (`sweep.run_sweep`): the flnpf runs of every stage and seed train as one ensemble after the relu runs.
 """
 
 from __future__ import annotations
@@ -15,11 +15,12 @@ from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
-from .experiments import ModelFactory, final_accuracy
+from .experiments import ModelFactory, data_spec, final_accuracy, model_spec, sweep_history
 from .models import GatedNet
-from .train import fit, seed_everything
-
-FLNPF_SEED_OFFSET = 10_000  # value-network seed of the flnpf networks: seed + offset, as in experiments.train_variants
+from .runs import DataSpec, GateSource, MemoryStore, ModelSpec, RunSpec, RunStore
+from .seeding import derive_seed
+from .sweep import Executor, run_sweep
+from .train import fit
 
 
 def check_stages(stages: Sequence[int], epochs: int) -> list[int]:
@@ -41,11 +42,11 @@ def relu_snapshots(
 ) -> tuple[dict[int, GatedNet], pd.DataFrame]:
     """({stage e: the relu network after e epochs}, per-epoch history of the full `epochs`-epoch relu run).
 
-    The snapshots are copies of one run (`make_model("relu", seed)` trained by `fit`), taken after each stage epoch.
+    One plain `fit` run of `make_model("relu", derive_seed(seed, "init"))` (the relu run of `stage_gates_experiment`,
+    trained alone), copied after each stage epoch.
     """
     stages = check_stages(stages, epochs)
-    seed_everything(seed)
-    model = make_model("relu", seed)
+    model = make_model("relu", derive_seed(seed, "init"))
     if model.variant != "relu":
         raise ValueError(f"make_model('relu', seed) returned a {model.variant!r} network")
     snapshots: dict[int, GatedNet] = {}
@@ -58,34 +59,50 @@ def relu_snapshots(
     return snapshots, history
 
 
+def stage_specs(
+    model: ModelSpec, data: DataSpec, stages: Sequence[int], epochs: int, seeds: Sequence[int], **train: object
+) -> dict[tuple, RunSpec]:
+    """{(variant, stage, seed): RunSpec}: relu (stage = epochs, weights kept at every stage), frnpf-ii (stage None),
+    and one flnpf per stage on the relu run's gates after that stage."""
+    stages = check_stages(stages, epochs)
+    out = {}
+    for seed in seeds:
+        relu = RunSpec(model.replace(variant="relu"), data, seed, epochs=epochs, keep_weights=tuple(stages), **train)
+        out["relu", epochs, seed] = relu
+        out["frnpf-ii", None, seed] = RunSpec(model.replace(variant="frnpf-ii"), data, seed, epochs=epochs, **train)
+        for stage in stages:
+            out["flnpf", stage, seed] = RunSpec(model.replace(variant="flnpf"), data, seed, epochs=epochs,
+                                                gate_source=GateSource(relu, stage), **train)
+    return out
+
+
 def stage_gates_experiment(
-    make_model: ModelFactory,
-    data: Mapping,
+    make_model: ModelFactory | ModelSpec,
+    data: Mapping | DataSpec,
     stages: Sequence[int],
     epochs: int,
     seeds: Sequence[int],
-    **fit_kwargs,
+    *,
+    optimizer: str = "adam",
+    lr: float = 1e-4,
+    batch_size: int = 32,
+    loss: str = "ce",
+    val_fraction: float | None = None,
+    device: str = "auto",
+    progress: bool = True,
+    store: RunStore | None = None,
+    executor: Executor | None = None,
 ) -> pd.DataFrame:
     """Train, per seed: relu (`epochs` epochs), frnpf-ii, and one flnpf per stage with that stage's relu gates.
 
     One row per (variant, stage, seed, epoch) with `fit`'s columns plus "variant", "stage" (the relu epoch the gates
     come from for flnpf, `epochs` for the relu reference, missing for frnpf-ii) and "seed".
     """
-    stages = check_stages(stages, epochs)
-    frames = []
-    for seed in seeds:
-        snapshots, relu_history = relu_snapshots(make_model, data, stages, epochs, seed, **fit_kwargs)
-        frames.append(relu_history.assign(variant="relu", stage=epochs, seed=seed))
-        seed_everything(seed)
-        frnpf = make_model("frnpf-ii", seed)
-        frames.append(fit(frnpf, data, epochs=epochs, seed=seed, **fit_kwargs).assign(variant="frnpf-ii", seed=seed))
-        for stage, relu in snapshots.items():
-            model = make_model("flnpf", seed + FLNPF_SEED_OFFSET)
-            model.copy_gates_from(relu)
-            seed_everything(seed)
-            df = fit(model, data, epochs=epochs, seed=seed, **fit_kwargs)
-            frames.append(df.assign(variant="flnpf", stage=stage, seed=seed))
-    history = pd.concat(frames, ignore_index=True)
+    specs = stage_specs(model_spec(make_model), data_spec(data, val_fraction), stages, epochs, seeds,
+                        optimizer=optimizer, lr=lr, batch_size=batch_size, loss=loss)
+    results = run_sweep(list(specs.values()), store if store is not None else MemoryStore(), executor=executor,
+                        progress=progress, device=device)
+    history = sweep_history(specs, results, ["variant", "stage", "seed"])
     history["stage"] = history["stage"].astype("Int64")
     return history
 

@@ -1,4 +1,9 @@
-"""Training: one seeding function, a minibatch loop that logs one row per epoch, and full-batch GD with fixed gates."""
+"""Training of one run: a minibatch loop that logs one row per epoch (`fit`), and full-batch GD with fixed gates.
+
+`fit` is the plain single-run reference; `dgnlib.ensemble` trains many runs at once and must agree with it. Its
+random streams come from the run's seed through `derive_seed(seed, "val_split")` and `derive_seed(seed, "minibatch")`;
+it never touches the global RNG. `seed_everything` is for notebooks only (global seeds, deterministic kernels, threads).
+"""
 
 from __future__ import annotations
 
@@ -13,8 +18,10 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from .data import train_val_indices
 from .kernels import alignment, npk, value_ntk
 from .models import GatedNet
+from .seeding import derive_seed
 
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
 EVAL_BATCH = 256  # big enough to amortise the Python loop, small enough for conv activations to stay in cache
@@ -105,7 +112,7 @@ def probe_alignment(model: GatedNet, x: torch.Tensor, y: torch.Tensor) -> float:
 
 
 def _split(data: Mapping, val_fraction: float, seed: int) -> dict:
-    """train / val / test tensors; val is cut from train (seeded) when not given."""
+    """train / val / test tensors; val cut from train (split seeded by derive_seed(seed, "val_split")) if not given."""
     if "train" not in data:
         raise ValueError("data must be a mapping with a 'train' entry (x, y) and optional 'val' and 'test' entries")
     out = {k: (torch.as_tensor(v[0]), torch.as_tensor(v[1])) for k, v in data.items()}
@@ -113,9 +120,8 @@ def _split(data: Mapping, val_fraction: float, seed: int) -> dict:
         if not 0 < val_fraction < 1:
             raise ValueError(f"val_fraction must lie in [0, 1), got {val_fraction!r}")
         x, y = out["train"]
-        perm = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed + 7919))
-        n_val = max(1, int(round(val_fraction * x.shape[0])))
-        out["val"], out["train"] = (x[perm[:n_val]], y[perm[:n_val]]), (x[perm[n_val:]], y[perm[n_val:]])
+        tr, va = train_val_indices(x.shape[0], val_fraction, derive_seed(seed, "val_split"))
+        out["val"], out["train"] = (x[va], y[va]), (x[tr], y[tr])
     return out
 
 
@@ -159,7 +165,7 @@ def fit(
     reference = x_train[: min(1000, x_train.shape[0])]
     initial = _pattern(model, reference)
     opt = _optimizer(optimizer, params, lr)
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator().manual_seed(derive_seed(seed, "minibatch"))
 
     def row(epoch: int) -> dict:
         model.eval()

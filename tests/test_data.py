@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from dgnlib import data
+from dgnlib import data, datafiles
 
 STEMS = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -81,14 +81,14 @@ def sandbox(tmp_path, monkeypatch):
     monkeypatch.delenv("DGN_OFFLINE", raising=False)
     (tmp_path / "bin").mkdir()
     monkeypatch.setenv("PATH", str(tmp_path / "bin"))
-    monkeypatch.setattr(data, "SYSTEM_DIRS", {})
+    monkeypatch.setattr(datafiles, "SYSTEM_DIRS", {})
     calls = []
 
     def offline_retrieve(url, *args, **kwargs):
         calls.append(url)
         raise ConnectionError(f"no network in tests ({url})")
 
-    monkeypatch.setattr(data.pooch, "retrieve", offline_retrieve)
+    monkeypatch.setattr(datafiles.pooch, "retrieve", offline_retrieve)
     return {"tmp": tmp_path, "cache": cache, "bin": tmp_path / "bin", "calls": calls}
 
 
@@ -252,7 +252,7 @@ def test_another_data_sets_file_is_skipped_not_an_error(sandbox, monkeypatch):
 def test_system_folder_is_searched(sandbox, monkeypatch):
     files = mnist_files(gz=True, seed=3)
     register(monkeypatch, "fashion-mnist", files)
-    monkeypatch.setattr(data, "SYSTEM_DIRS", {"fashion-mnist": (write(sandbox["tmp"] / "debian", files),)})
+    monkeypatch.setattr(datafiles, "SYSTEM_DIRS", {"fashion-mnist": (write(sandbox["tmp"] / "debian", files),)})
     assert data.available("fashion-mnist")
     np.testing.assert_array_equal(data.load("fashion-mnist", "train")[1], synthetic("train")[1])
 
@@ -333,7 +333,7 @@ def test_http_download_verified_and_corrupt_one_leaves_nothing(sandbox, monkeypa
     www, url = http_server
     files = mnist_files(gz=True)
     register(monkeypatch, "fashion-mnist", files)
-    monkeypatch.setattr(data.pooch, "retrieve", pooch.core.retrieve)
+    monkeypatch.setattr(datafiles.pooch, "retrieve", pooch.core.retrieve)
     monkeypatch.setitem(data.MIRRORS, "fashion-mnist", (url,))
     write(www, {**files, "t10k-images-idx3-ubyte.gz": files["t10k-images-idx3-ubyte.gz"][::-1]})
     with pytest.raises(data.MissingDataError, match="t10k-images-idx3-ubyte.gz") as err:

@@ -5,9 +5,11 @@ import pytest
 import torch
 from synthetic import two_blobs
 
+from dgnlib.data import train_val_indices
 from dgnlib.experiments import dgn_factory
-from dgnlib.stages import FLNPF_SEED_OFFSET, check_stages, relu_snapshots, stage_accuracy, stage_gates_experiment
-from dgnlib.train import evaluate, fit, seed_everything
+from dgnlib.seeding import derive_seed
+from dgnlib.stages import check_stages, relu_snapshots, stage_accuracy, stage_gates_experiment
+from dgnlib.train import evaluate, fit
 
 FIT = {"lr": 1e-2, "batch_size": 16, "progress": False}
 
@@ -29,13 +31,13 @@ def test_snapshots_are_the_full_runs_state_after_each_stage():
     data = two_blobs()
     snaps, history = relu_snapshots(factory(), data, [0, 1, 3], epochs=3, seed=2, **FIT)
     assert list(snaps) == [0, 1, 3] and history["epoch"].tolist() == [0, 1, 2, 3]
-    initial = factory()("relu", 2)
+    initial = factory()("relu", derive_seed(2, "init"))
     assert all(torch.equal(a, b) for a, b in zip(snaps[0].parameters(), initial.parameters()))
     assert not torch.equal(snaps[1].value[0].weight, snaps[3].value[0].weight)
     # fit validates on a seeded split of train; recompute it as fit does to evaluate on the same examples
     x, y = data["train"]
-    perm = torch.randperm(90, generator=torch.Generator().manual_seed(2 + 7919))
-    x_train, y_train = x[perm[9:]], y[perm[9:]]
+    tr, _ = train_val_indices(90, 0.1, derive_seed(2, "val_split"))
+    x_train, y_train = x[tr], y[tr]
     for e in (0, 1, 3):
         loss, acc = evaluate(snaps[e], x_train, y_train)
         assert loss == history.loc[e, "train_loss"] and acc == history.loc[e, "train_acc"], e
@@ -48,14 +50,14 @@ def test_experiment_rows_and_each_flnpf_uses_its_stage_gates():
     assert (hist.loc[hist["variant"] == "flnpf", "gates_changed"] == 0).all()
     assert hist.loc[hist["variant"] == "frnpf-ii", "stage"].isna().all()
     assert set(hist.loc[hist["variant"] == "relu", "stage"]) == {2}
-    # redo seed 1, stage 0 by hand: the same gates and value init give the same history
+    # redo seed 1, stage 0 by hand with plain fit: the same gates and value init give the same history (the ensemble
+    # sums in another order than fit: float32 round-off, well below a single example's share of the metrics)
     snaps, _ = relu_snapshots(factory(), data, [0], epochs=2, seed=1, **FIT)
-    model = factory()("flnpf", 1 + FLNPF_SEED_OFFSET)
+    model = factory()("flnpf", derive_seed(1, "init", "flnpf"))
     model.copy_gates_from(snaps[0])
-    seed_everything(1)
     expected = fit(model, data, epochs=2, seed=1, **FIT)
     got = hist[(hist["variant"] == "flnpf") & (hist["stage"] == 0) & (hist["seed"] == 1)]
-    pd.testing.assert_frame_equal(got[expected.columns].reset_index(drop=True), expected)
+    pd.testing.assert_frame_equal(got[expected.columns].reset_index(drop=True), expected, rtol=1e-5, atol=1e-6)
     later = hist[(hist["variant"] == "flnpf") & (hist["stage"] == 2) & (hist["seed"] == 1)]
     assert not later["train_loss"].reset_index(drop=True).equals(got["train_loss"].reset_index(drop=True))
 

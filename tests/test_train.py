@@ -30,7 +30,6 @@ def test_frozen_parameters_stay_bit_identical_and_dnpfl_features_move():
 
 
 def test_relu_fit_learns_a_separable_set():
-    seed_everything(0)
     df = fit(DGN(5, 32, 3, d_out=2, seed=0), blobs(), lr=1e-2, epochs=15, batch_size=16, progress=False)
     assert df["train_acc"].iloc[-1] >= 0.95
     assert df["train_acc"].iloc[0] < df["train_acc"].iloc[-1]
@@ -40,8 +39,8 @@ def test_relu_fit_learns_a_separable_set():
 
 def test_same_seed_gives_identical_dataframes():
     def run():
-        seed_everything(3)
-        return fit(DGN(5, 16, 3, d_out=2, variant="dnpfl"), blobs(), lr=1e-2, epochs=2, batch_size=8, progress=False)
+        return fit(DGN(5, 16, 3, d_out=2, variant="dnpfl", seed=3), blobs(), lr=1e-2, epochs=2, batch_size=8,
+                   seed=3, progress=False)
 
     pd.testing.assert_frame_equal(run(), run())
 
@@ -76,7 +75,7 @@ def test_mse_with_probe_logs_alignment_and_fixed_gates_keep_it_constant():
 
 
 def test_fit_rejects_bad_arguments():
-    model = DGN(5, 8, 3, d_out=2)
+    model = DGN(5, 8, 3, d_out=2, seed=0)
     with pytest.raises(ValueError, match="adam, sgd, rmsprop"):
         fit(model, blobs(), optimizer="lbfgs")
     with pytest.raises(ValueError, match="ce, mse"):

@@ -1,0 +1,290 @@
+"""Train many compatible runs at once: one `StackedDGN`, one optimiser over the stacked tensors, per-run the rest.
+
+Compatible runs (`RunSpec.group_key`: same architecture, data, optimiser, learning rate, batch size, epochs, loss)
+may differ in seed, variant, β, ε and gate source. Each run keeps what makes it the run `train.fit` would train:
+- its own initialisation (`spec.model.build(spec.init_seed())`, the models' own code) and, for flnpf, the feature
+  weights of the relu run it copies;
+- its own train/validation split (`derive_seed(seed, "val_split")`) and minibatch order (`derive_seed(seed,
+  "minibatch")`): every run steps on its own minibatch, all in one batched kernel;
+- its own optimiser state: Adam, SGD and RMSprop act elementwise, so one optimiser over the stacked tensors is
+  exactly one optimiser per run (all runs take the same number of steps);
+- its own loss: the summed loss's gradient in run r is run r's gradient, as no operation mixes runs;
+- its own metrics, logged as `fit` logs them (epoch 0 = initialisation).
+A run whose loss or metrics become non-finite is marked invalid at the end of that epoch: its weights and optimiser
+state are zeroed and its gradients masked from then on, so that it stays put while the others go on (its non-finite
+values never reach another run, since no operation mixes runs).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import data as datamod
+from .runs import RunResult, RunSpec, gate_weight_id
+from .seeding import derive_seed
+from .stacked import StackedDGN
+
+REFERENCE = 1000  # gates_changed is measured on the first 1000 training inputs of each run, as in train.fit
+EVAL_CHUNK = 1024
+
+
+def make_optimizer(name: str, params: Sequence[nn.Parameter], lr: float) -> torch.optim.Optimizer:
+    """Adam / SGD / RMSprop over `params`, fused where this torch has a fused kernel for the device, else foreach."""
+    cls = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD, "rmsprop": torch.optim.RMSprop}[name]
+    try:
+        return cls(params, lr=lr, fused=True)
+    except (RuntimeError, TypeError, ValueError):  # no fused kernel for this optimiser or device
+        return cls(params, lr=lr, foreach=True)
+
+
+def per_run_loss(name: str, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per-example loss (R, n) for outputs (R, n, k) and labels (R, n); as `train._loss` before its mean."""
+    if name == "ce":
+        return nn.functional.cross_entropy(out.flatten(0, 1), y.flatten(), reduction="none").view(y.shape)
+    if out.shape[-1] == 1:  # ±1 labels on one output
+        return 0.5 * (out[..., 0] - y.to(out.dtype)) ** 2
+    target = nn.functional.one_hot(y, out.shape[-1]).to(out.dtype)
+    return 0.5 * ((out - target) ** 2).sum(-1)
+
+
+def per_run_correct(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per-example correctness (R, n) bool; the sign of a single output against ±1 labels."""
+    if out.shape[-1] == 1:
+        return torch.where(out[..., 0] > 0, 1.0, -1.0) == y.to(out.dtype)
+    return out.argmax(-1) == y
+
+
+def _pack(pattern: torch.Tensor) -> torch.Tensor:
+    """Bool (..., g) packed 8 per byte (uint8), to keep initial gate patterns small."""
+    pad = (-pattern.shape[-1]) % 8
+    p = nn.functional.pad(pattern.to(torch.uint8), (0, pad)).view(*pattern.shape[:-1], -1, 8)
+    weights = torch.tensor([1, 2, 4, 8, 16, 32, 64, 128], dtype=torch.uint8, device=p.device)
+    return (p * weights).sum(-1, dtype=torch.uint8)
+
+
+_POPCOUNT = torch.tensor([bin(i).count("1") for i in range(256)], dtype=torch.int64)
+
+
+def build_models(specs: Sequence[RunSpec], gate_weights: Mapping[str, Mapping[str, np.ndarray]]) -> list:
+    """Each spec's model built by the models' own code from its init seed; flnpf gets its relu run's weights."""
+    models = []
+    for spec in specs:
+        model = spec.model.build(spec.init_seed())
+        if spec.gate_source is not None:
+            wid = gate_weight_id(spec.gate_source)
+            if wid not in gate_weights:
+                raise ValueError(f"flnpf run needs the weights of its relu run ({wid}); they were not given")
+            relu = spec.gate_source.spec.model.build(0)
+            relu.load_state_dict({k: torch.as_tensor(v) for k, v in gate_weights[wid].items()})
+            model.copy_gates_from(relu)
+        models.append(model)
+    return models
+
+
+class _Eval:
+    """Per-epoch metrics of every run of a stack, as `train.fit` logs them."""
+
+    def __init__(self, net: StackedDGN, specs: list[RunSpec], splits: dict, train_idx, val_idx, probe) -> None:
+        self.net, self.specs, self.splits, self.probe = net, specs, splits, probe
+        self.train_idx, self.val_idx = train_idx, val_idx
+        x_pool = splits["train"][0]
+        ref = train_idx[:, : min(REFERENCE, train_idx.shape[1])]
+        self.reference = x_pool[ref]  # (R, n_ref, ...): each run's own first training inputs
+        self.initial = [_pack(p) for p in self._patterns()]
+
+    def _patterns(self) -> list[torch.Tensor]:
+        chunks = [self.net.patterns(self.reference[:, i : i + EVAL_CHUNK])
+                  for i in range(0, self.reference.shape[1], EVAL_CHUNK)]
+        return [torch.cat([c[l] for c in chunks], dim=1) for l in range(len(chunks[0]))]
+
+    @torch.no_grad()
+    def _scores(self, x: torch.Tensor, y: torch.Tensor, loss: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-example losses and correctness (R, n) of every run on a shared set."""
+        losses, correct = [], []
+        for i in range(0, x.shape[0], EVAL_CHUNK):
+            xb, yb = x[i : i + EVAL_CHUNK], y[i : i + EVAL_CHUNK]
+            out = self.net(xb, shared=True)
+            yr = yb.expand(self.net.R, *yb.shape)
+            losses.append(per_run_loss(loss, out, yr).double())
+            correct.append(per_run_correct(out, yr))
+        return torch.cat(losses, 1), torch.cat(correct, 1).double()
+
+    def rows(self, epoch: int, active: list[bool]) -> tuple[list[dict], list[list[float]]]:
+        """One metrics row per run (inactive runs: empty), and per-layer fractions of gates changed."""
+        self.net.eval()
+        loss = self.specs[0].loss
+        losses, correct = self._scores(*self.splits["train"], loss)
+        gather = lambda t, idx: torch.gather(t, 1, idx).mean(1)  # noqa: E731  (per-run mean over its indices)
+        train_loss, train_acc = gather(losses, self.train_idx), gather(correct, self.train_idx)
+        nan = torch.full((self.net.R,), float("nan"), dtype=torch.float64)
+        val_acc = gather(correct, self.val_idx) if self.val_idx.shape[1] else nan
+        if "val" in self.splits:
+            val_acc = self._scores(*self.splits["val"], loss)[1].mean(1)
+        test_acc = self._scores(*self.splits["test"], loss)[1].mean(1) if "test" in self.splits else nan
+        changed = []
+        for init, now in zip(self.initial, self._patterns()):
+            diff = _POPCOUNT.to(init.device)[(init ^ _pack(now)).long()].sum(dim=(1, 2))
+            changed.append((diff, now.shape[1] * now.shape[2]))
+        rows, layers = [], []
+        for r in range(self.net.R):
+            if not active[r]:
+                rows.append({})
+                layers.append([])
+                continue
+            per_layer = [float(d[r]) / n for d, n in changed]
+            total = sum(float(d[r]) for d, _ in changed) / sum(n for _, n in changed)
+            row = {"epoch": epoch, "train_loss": float(train_loss[r]), "train_acc": float(train_acc[r]),
+                   "val_acc": float(val_acc[r]), "test_acc": float(test_acc[r]), "gates_changed": total}
+            if self.probe is not None:
+                row["nu"] = self._nu(r)
+            rows.append(row)
+            layers.append(per_layer)
+        return rows, layers
+
+    def _nu(self, r: int) -> float:
+        """ν of run r's NPK on the probe, computed on its own model exactly as `train.probe_alignment` does."""
+        from .train import probe_alignment
+
+        model = self.specs[r].model.build(0)
+        model.load_state_dict(self.net.run_state(r))
+        return probe_alignment(model, *self.probe)
+
+
+def _kill(net: StackedDGN, opt: torch.optim.Optimizer, r: int) -> None:
+    """Zero run r's weights and optimiser state, so that with masked gradients it stays put."""
+    for p, view in _views(net, r):
+        with torch.no_grad():
+            view(p).zero_()
+        for state in opt.state.get(p, {}).values():
+            if isinstance(state, torch.Tensor) and state.shape == p.shape:
+                view(state).zero_()
+
+
+def _views(net: StackedDGN, r: int) -> list[tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]]:
+    """(parameter, function giving run r's slice of a tensor shaped like it) for every trainable stack."""
+    def rows(i: int, n: int, conv: bool):
+        def view(t: torch.Tensor) -> torch.Tensor:
+            if conv:
+                c = t.shape[0] // n
+                return t[i * c : (i + 1) * c]
+            return t[i]
+        return view
+
+    out = []
+    pairs = [(net.value_w, net.value_b, r, net.R)]
+    s0, s1 = net.run_slice("soft")
+    if s0 <= r < s1:
+        pairs.append((net.soft_w, net.soft_b, r - s0, s1 - s0))
+    for ws, bs, i, n in pairs:
+        for l, w in enumerate(ws):
+            out.append((w, rows(i, n, net.conv[l])))
+            if net.has_bias:
+                out.append((bs[l], rows(i, n, net.conv[l])))
+    return out
+
+
+def train_ensemble(
+    specs: Sequence[RunSpec],
+    gate_weights: Mapping[str, Mapping[str, np.ndarray]] | None = None,
+    *,
+    device: str = "auto",
+    on_epoch: Callable[[int, int], None] | None = None,
+) -> list[RunResult]:
+    """Train compatible runs as one ensemble; one `RunResult` per spec, in the order given.
+
+    gate_weights: for flnpf runs, '<relu key>@<epoch>' (`runs.gate_weight_id`) → that relu run's value-network state
+    dict. on_epoch(epoch, runs still active) is called after each epoch's metrics (progress bars).
+    """
+    from .train import resolve_device
+
+    specs = list(specs)
+    if not specs or len({s.group_key() for s in specs}) != 1:
+        raise ValueError("train_ensemble needs one or more compatible specs (the same RunSpec.group_key())")
+    first = specs[0]
+    dev = resolve_device(device)
+    start = time.perf_counter()
+    splits = {k: (x.to(dev), y.to(dev)) for k, (x, y) in datamod.materialise(first.data).items()}
+    net = StackedDGN(build_models(specs, gate_weights or {})).to(dev)
+    ordered = [specs[i] for i in net.order]
+    x_pool, y_pool = splits["train"]
+    n = x_pool.shape[0]
+    if "val" in splits or first.data.val_fraction == 0:
+        tr = [torch.arange(n)] * net.R
+        va = [torch.arange(0)] * net.R
+    else:
+        tr, va = zip(*(datamod.train_val_indices(n, first.data.val_fraction, derive_seed(s.seed, "val_split"))
+                       for s in ordered))
+    train_idx, val_idx = torch.stack(tr).to(dev), torch.stack(va).to(dev)
+    probe = None
+    if first.probe_per_class:
+        xp, yp = datamod.balanced_subset(x_pool.cpu().numpy(), y_pool.cpu().numpy(), first.probe_per_class,
+                                         derive_seed(first.data.subset_seed, "probe"))
+        probe = (torch.as_tensor(xp), torch.as_tensor(yp))
+    evaluator = _Eval(net, ordered, splits, train_idx, val_idx, probe)
+    opt = make_optimizer(first.optimizer, net.trainable(), first.lr)
+    gens = [torch.Generator().manual_seed(derive_seed(s.seed, "minibatch")) for s in ordered]
+    active = [True] * net.R
+    rows: list[list[dict]] = [[] for _ in ordered]
+    layers: list[list[float]] = [[] for _ in ordered]
+    weights: list[dict] = [{} for _ in ordered]
+    reasons = [""] * net.R
+    eval_s = 0.0
+
+    def log(epoch: int) -> None:
+        nonlocal eval_s
+        t0 = time.perf_counter()
+        new, per_layer = evaluator.rows(epoch, active)
+        eval_s += time.perf_counter() - t0
+        for r, row in enumerate(new):
+            if not active[r]:
+                continue
+            rows[r].append(row)
+            layers[r] = per_layer[r]
+            if not all(math.isfinite(v) for k, v in row.items() if k not in ("val_acc", "test_acc") or v == v):
+                active[r], reasons[r] = False, f"non-finite metric at epoch {epoch}"
+                _kill(net, opt, r)
+            elif epoch in ordered[r].keep_weights:
+                state = net.run_state(r)
+                weights[r][epoch] = {k: v.cpu().numpy() for k, v in state.items() if k.startswith("value.")}
+        if on_epoch is not None:
+            on_epoch(epoch, sum(active))
+
+    log(0)
+    for epoch in range(1, first.epochs + 1):
+        if not any(active):
+            break
+        net.train()
+        order = torch.stack([idx[torch.randperm(idx.shape[0], generator=g).to(dev)]
+                             for idx, g in zip(train_idx, gens)])
+        nonfinite = torch.zeros(net.R, dtype=torch.bool, device=dev)
+        dead = [p for r in range(net.R) if not active[r] for p in _views(net, r)]
+        for i in range(0, order.shape[1], first.batch_size):
+            idx = order[:, i : i + first.batch_size]
+            loss = per_run_loss(first.loss, net(x_pool[idx]), y_pool[idx]).mean(1)
+            opt.zero_grad(set_to_none=True)
+            loss.sum().backward()
+            nonfinite |= ~torch.isfinite(loss.detach())  # checked once per epoch: no per-step synchronisation
+            for p, view in dead:
+                view(p.grad).zero_()
+            opt.step()
+        for r in torch.nonzero(nonfinite).flatten().tolist():
+            if active[r]:
+                active[r], reasons[r] = False, f"non-finite training loss in epoch {epoch}"
+                _kill(net, opt, r)
+        log(epoch)
+    wall = time.perf_counter() - start
+    results = [None] * net.R
+    for pos, i in enumerate(net.order):
+        spec = specs[i]
+        results[i] = RunResult(
+            spec.key(), spec.describe(), "ok" if active[pos] else "invalid", rows[pos],
+            gate_stats={"gates_changed_layers": layers[pos]},
+            timings={"group_wall_s": wall, "group_eval_s": eval_s, "group_runs": net.R}, reason=reasons[pos],
+            weights=weights[pos])
+    return results

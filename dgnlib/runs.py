@@ -1,0 +1,399 @@
+"""Run specifications, their hash, and the run store that lets a sweep resume.
+
+A `RunSpec` says everything that decides a training run's numbers: the model (`ModelSpec`), the data (`DataSpec`),
+the optimiser, batch size, epochs, loss, the run's master seed, and for `flnpf` the `GateSource` (the relu run and the
+epoch whose feature weights it copies). `spec.key()` is the SHA-256 of its canonical JSON, so two figures asking for
+the same run share it. What to keep (`keep_weights`) is a storage request, not part of the computation: it is left
+out of the key.
+
+Every random stream of a run comes from `seeding.derive_seed(spec.seed, <what>)`: "init" (the model's weights; "init",
+"flnpf" for flnpf's fresh value network, so that it is not relu's initialisation), "val_split", "minibatch".
+
+`RunStore(root)` keeps one JSON file per finished run (per-epoch rows, final metrics, gate statistics, timings) and,
+when a figure needs them, the run's value-network weights at given epochs (one .npz per epoch). Every file is written
+to a temporary name in the same folder and renamed into place (`os.replace`), and the JSON, written last, is the
+entry: a crash or SIGKILL leaves either the whole entry or no entry, and concurrent writers of the same key each
+rename a complete file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .models import DGN, VARIANTS, ConvDGN, GatedNet
+from .seeding import derive_seed
+
+SCHEMA = 1  # bump when a change of the training code changes the numbers of an unchanged spec
+OPTIMIZERS = ("adam", "sgd", "rmsprop")
+LOSSES = ("ce", "mse")
+STATUSES = ("ok", "invalid")
+METRICS = ("epoch", "train_loss", "train_acc", "val_acc", "test_acc", "gates_changed")
+
+
+def _canonical(obj: Any) -> Any:
+    """JSON-ready form of a spec: dataclasses as dicts of their key fields (those with metadata key=False left out)."""
+    if dataclasses.is_dataclass(obj):
+        return {
+            f.name: _canonical(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.metadata.get("key", True)
+        }
+    if isinstance(obj, (tuple, list)):
+        return [_canonical(v) for v in obj]
+    return obj
+
+
+def canonical_json(obj: Any) -> str:
+    """Sorted-key, whitespace-free JSON of a spec (the text that is hashed)."""
+    return json.dumps(_canonical(obj), sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Which data a run sees; `dgnlib.data.materialise` turns it into tensors, deterministically.
+
+    name: mnist | fashion-mnist | cifar10 (verified loaders), synthetic (Gaussian classes of `shape`, `n_classes`),
+    or inline (tensors given in memory: `digest` is their SHA-256, `arrays` holds them and is not hashed).
+    n_train / n_test: class-balanced subsets (None: whole split); val_fraction: the part of the training pool each
+    run holds out for validation (split seeded by the run's seed); subset_seed: the seed of the subsets;
+    binary_pair: (neg, pos) classes relabelled −1 / +1; standardize: "none" or "channels".
+    """
+
+    name: str
+    n_train: int | None = None
+    n_test: int | None = None
+    val_fraction: float = 0.1
+    subset_seed: int = 0
+    flatten: bool = True
+    binary_pair: tuple[int, int] | None = None
+    standardize: str = "none"
+    shape: tuple[int, ...] = ()
+    n_classes: int = 10
+    digest: str | None = None
+    arrays: Any = field(default=None, compare=False, repr=False, metadata={"key": False})
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.val_fraction < 1:
+            raise ValueError(f"val_fraction must lie in [0, 1), got {self.val_fraction!r}")
+        if self.standardize not in ("none", "channels"):
+            raise ValueError(f"standardize must be 'none' or 'channels', got {self.standardize!r}")
+        if self.name == "inline" and (self.digest is None or self.arrays is None):
+            raise ValueError("inline data needs its arrays and their digest: build it with dgnlib.data.inline(...)")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A DGN's shape and variant: arch "fc" (d_in, width, depth, d_out) or "conv" (ConvDGN's arguments)."""
+
+    arch: str
+    variant: str = "relu"
+    beta: float = 4.0
+    eps: float = 0.1
+    bias: bool = True
+    init: str = "default"
+    sigma: float | None = None
+    d_in: int = 0
+    width: int = 0
+    depth: int = 0
+    d_out: int = 1
+    in_channels: int = 0
+    image_size: int = 0
+    channels: tuple[int, ...] = ()
+    dense: tuple[int, ...] = ()
+    pooling: str = "flatten"
+
+    def __post_init__(self) -> None:
+        if self.arch not in ("fc", "conv"):
+            raise ValueError(f"arch must be 'fc' or 'conv', got {self.arch!r}")
+        if self.variant not in VARIANTS:
+            raise ValueError(f"unknown variant {self.variant!r}: expected one of {', '.join(VARIANTS)}")
+
+    def build(self, seed: int) -> GatedNet:
+        """The model, initialised by the models' own code from `seed`."""
+        common = dict(variant=self.variant, beta=self.beta, eps=self.eps, bias=self.bias, init=self.init,
+                      sigma=self.sigma, seed=seed)
+        if self.arch == "fc":
+            return DGN(self.d_in, self.width, self.depth, self.d_out, **common)
+        return ConvDGN(self.in_channels, self.image_size, self.channels, self.dense, self.d_out,
+                       pooling=self.pooling, **common)
+
+    def replace(self, **changes: Any) -> ModelSpec:
+        """A copy with some fields changed (e.g. variant, beta)."""
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_model(cls, model: GatedNet) -> ModelSpec:
+        """The spec of an existing DGN / ConvDGN (its shape, variant and initialisation options)."""
+        common = dict(variant=model.variant, beta=model.beta, eps=model.eps, init=model.init, sigma=model.sigma)
+        if isinstance(model, DGN):
+            return cls("fc", bias=model.bias, d_in=model.d_in, width=model.width, depth=model.depth,
+                       d_out=model.d_out, **common)
+        if isinstance(model, ConvDGN):
+            convs = [m for m in model.value if m.__class__.__name__ == "Conv2d"]
+            dense = [m.out_features for m in model.value[len(convs) : -1]]
+            return cls("conv", bias=model.value[0].bias is not None, in_channels=model.in_channels,
+                       image_size=model.image_size, channels=tuple(m.out_channels for m in convs),
+                       dense=tuple(dense), d_out=model.value[-1].out_features, pooling=model.pooling, **common)
+        raise TypeError(f"expected a DGN or ConvDGN, got {type(model).__name__}")
+
+
+@dataclass(frozen=True)
+class GateSource:
+    """Where flnpf's frozen feature network comes from: the value network of run `spec` (a relu run) after `epoch`."""
+
+    spec: RunSpec
+    epoch: int
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything that decides one training run's numbers (see the module docstring); `key()` hashes it."""
+
+    model: ModelSpec
+    data: DataSpec
+    seed: int
+    optimizer: str = "adam"
+    lr: float = 1e-4
+    batch_size: int = 32
+    epochs: int = 1
+    loss: str = "ce"
+    gate_source: GateSource | None = None
+    probe_per_class: int = 0
+    keep_weights: tuple[int, ...] = field(default=(), metadata={"key": False})
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {self.optimizer!r}: expected one of {', '.join(OPTIMIZERS)}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"unknown loss {self.loss!r}: expected one of {', '.join(LOSSES)}")
+        for name, value, least in (("batch_size", self.batch_size, 1), ("epochs", self.epochs, 0),
+                                   ("seed", self.seed, 0), ("probe_per_class", self.probe_per_class, 0)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be a positive number, got {self.lr!r}")
+        bad = [e for e in self.keep_weights if not 0 <= e <= self.epochs]
+        if bad:
+            raise ValueError(f"keep_weights must be epochs in [0, {self.epochs}], got {bad}")
+        src = self.gate_source
+        if (self.model.variant == "flnpf") != (src is not None):
+            raise ValueError("a flnpf run needs a gate_source (the relu run it copies), and only flnpf takes one")
+        if src is not None:
+            if src.spec.model.variant != "relu" or src.spec.model.replace(variant="flnpf") != self.model.replace(
+                beta=src.spec.model.beta, eps=src.spec.model.eps
+            ):
+                raise ValueError("gate_source must be a relu run of the same architecture as the flnpf run")
+            if not 0 <= src.epoch <= src.spec.epochs:
+                raise ValueError(f"gate_source epoch must lie in [0, {src.spec.epochs}], got {src.epoch}")
+
+    def key(self) -> str:
+        """SHA-256 (hex) of the spec's canonical JSON, keep_weights left out."""
+        return hashlib.sha256(f'{{"schema":{SCHEMA},"spec":{canonical_json(self)}}}'.encode()).hexdigest()
+
+    def group_key(self) -> str:
+        """Runs with the same group key can train as one ensemble: all but seed, variant, β, ε and gate source."""
+        shared = self.model.replace(variant="relu", beta=1.0, eps=0.0)
+        parts = [shared, self.data, self.optimizer, self.lr, self.batch_size, self.epochs, self.loss,
+                 self.probe_per_class]
+        return hashlib.sha256(canonical_json(parts).encode()).hexdigest()
+
+    def init_seed(self) -> int:
+        """The seed the model is built with (flnpf: its own stream, so its value network is not relu's init)."""
+        return derive_seed(self.seed, "init", "flnpf") if self.model.variant == "flnpf" else derive_seed(
+            self.seed, "init")
+
+    def replace(self, **changes: Any) -> RunSpec:
+        """A copy with some fields changed."""
+        return dataclasses.replace(self, **changes)
+
+    def describe(self) -> dict:
+        """The canonical dict of the spec (what `key()` hashes), for the store's JSON."""
+        return _canonical(self)
+
+
+def gate_weight_id(source: GateSource) -> str:
+    """Name of a dependency's weights in a group task: '<relu key>@<epoch>'."""
+    return f"{source.spec.key()}@{source.epoch}"
+
+
+@dataclass
+class RunResult:
+    """A finished run: per-epoch rows (`METRICS`, plus nu with a probe), status ok | invalid, gate stats, timings.
+
+    `weights` maps an epoch to the value network's state dict (numpy arrays) when the spec asked to keep it.
+    """
+
+    key: str
+    spec: dict
+    status: str
+    rows: list[dict]
+    gate_stats: dict = field(default_factory=dict)
+    timings: dict = field(default_factory=dict)
+    reason: str = ""
+    weights: dict[int, dict[str, np.ndarray]] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise ValueError(f"status must be one of {', '.join(STATUSES)}, got {self.status!r}")
+
+    def history(self) -> pd.DataFrame:
+        """The per-epoch rows as a DataFrame (fit's columns)."""
+        return pd.DataFrame(self.rows)
+
+    @property
+    def final(self) -> dict:
+        """The last row (final metrics)."""
+        return dict(self.rows[-1]) if self.rows else {}
+
+    def to_json(self) -> dict:
+        """JSON-ready dict; non-finite numbers become null (JSON has no NaN), weights are stored apart."""
+        def clean(v: Any) -> Any:
+            if isinstance(v, float) and not math.isfinite(v):
+                return None
+            return v
+
+        rows = [{k: clean(v) for k, v in row.items()} for row in self.rows]
+        return {"key": self.key, "spec": self.spec, "status": self.status, "reason": self.reason, "rows": rows,
+                "gate_stats": self.gate_stats, "timings": self.timings}
+
+    @classmethod
+    def from_json(cls, obj: dict) -> RunResult:
+        """Inverse of `to_json` (null metrics read back as NaN)."""
+        rows = [{k: (float("nan") if v is None else v) for k, v in row.items()} for row in obj["rows"]]
+        return cls(obj["key"], obj["spec"], obj["status"], rows, obj.get("gate_stats", {}), obj.get("timings", {}),
+                   obj.get("reason", ""))
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write `data` to `path` through a temporary file in the same folder, flushed to disk, then renamed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class RunStore:
+    """Finished runs under a folder: `<root>/<key[:2]>/<key>.json`, weights in `<key>.e<epoch>.npz` beside it."""
+
+    def __init__(self, root: str | os.PathLike) -> None:
+        self.root = Path(root).expanduser()
+
+    def __repr__(self) -> str:
+        return f"RunStore({str(self.root)!r})"
+
+    def _path(self, key: str, suffix: str = ".json") -> Path:
+        if len(key) != 64 or any(c not in "0123456789abcdef" for c in key):
+            raise ValueError(f"a run key is 64 lowercase hex digits (RunSpec.key()), got {key!r}")
+        return self.root / key[:2] / f"{key}{suffix}"
+
+    def get(self, key: str) -> RunResult | None:
+        """The stored result of run `key`, or None."""
+        try:
+            text = self._path(key).read_text()
+        except FileNotFoundError:
+            return None
+        return RunResult.from_json(json.loads(text))
+
+    def __contains__(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def put(self, key: str, result: RunResult) -> None:
+        """Store a finished run atomically: its kept weights first, then the JSON entry (the commit point)."""
+        if key != result.key:
+            raise ValueError(f"put: key {key[:12]}… differs from the result's key {result.key[:12]}…")
+        for epoch, state in result.weights.items():
+            self.put_weights(key, epoch, state)
+        atomic_write(self._path(key), json.dumps(result.to_json(), sort_keys=True).encode())
+
+    def put_weights(self, key: str, epoch: int, state: dict[str, np.ndarray]) -> None:
+        """Store one epoch's value-network weights of run `key` (an .npz written atomically)."""
+        from io import BytesIO
+
+        buf = BytesIO()
+        np.savez(buf, **{name: np.asarray(a) for name, a in state.items()})
+        atomic_write(self._path(key, f".e{int(epoch)}.npz"), buf.getvalue())
+
+    def weights(self, key: str, epoch: int) -> dict[str, np.ndarray] | None:
+        """Run `key`'s value-network weights after `epoch`, or None when they were not kept."""
+        path = self._path(key, f".e{int(epoch)}.npz")
+        if not path.is_file():
+            return None
+        with np.load(path) as z:
+            return {name: z[name] for name in z.files}
+
+    def has_weights(self, key: str, epoch: int) -> bool:
+        """True when run `key`'s weights after `epoch` are stored."""
+        return self._path(key, f".e{int(epoch)}.npz").is_file()
+
+    def keys(self) -> list[str]:
+        """Keys of every stored run."""
+        return sorted(p.stem for p in self.root.glob("??/*.json"))
+
+
+class MemoryStore(RunStore):
+    """A run store in memory (nothing persists): what experiments use when no store is given."""
+
+    def __init__(self) -> None:
+        self.root = Path("<memory>")
+        self._runs: dict[str, RunResult] = {}
+        self._weights: dict[tuple[str, int], dict[str, np.ndarray]] = {}
+
+    def __repr__(self) -> str:
+        return f"MemoryStore({len(self._runs)} runs)"
+
+    def get(self, key: str) -> RunResult | None:
+        """The stored result of run `key`, or None."""
+        return self._runs.get(key)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._runs
+
+    def put(self, key: str, result: RunResult) -> None:
+        """Keep a finished run (and its kept weights)."""
+        for epoch, state in result.weights.items():
+            self.put_weights(key, epoch, state)
+        self._runs[key] = RunResult.from_json(result.to_json())
+
+    def put_weights(self, key: str, epoch: int, state: dict[str, np.ndarray]) -> None:
+        """Keep one epoch's weights of run `key`."""
+        self._weights[key, int(epoch)] = {k: np.array(v) for k, v in state.items()}
+
+    def weights(self, key: str, epoch: int) -> dict[str, np.ndarray] | None:
+        """Run `key`'s weights after `epoch`, or None."""
+        return self._weights.get((key, int(epoch)))
+
+    def has_weights(self, key: str, epoch: int) -> bool:
+        """True when run `key`'s weights after `epoch` are kept."""
+        return (key, int(epoch)) in self._weights
+
+    def keys(self) -> list[str]:
+        """Keys of every kept run."""
+        return sorted(self._runs)
+
+
+def default_store(profile: str) -> RunStore:
+    """The store a notebook uses: DGN_RUN_STORE (set by the runner) if set, else build/runs/<profile>/ in the repo."""
+    env = os.environ.get("DGN_RUN_STORE", "").strip()
+    if env:
+        return RunStore(env)
+    from .report import repo_root
+
+    if not profile or "/" in profile or profile.startswith("."):
+        raise ValueError(f"profile must be a plain name such as smoke, quick or paper, got {profile!r}")
+    return RunStore(repo_root() / "build" / "runs" / profile)

@@ -1,0 +1,195 @@
+"""The sweep engine: group compatible runs into ensembles, order them by dependency, skip what is stored, resume.
+
+    results = run_sweep(specs, store)                 # in this process
+    results = run_sweep(specs, store, executor=ex)    # ex.map(train_group, tasks) anywhere (e.g. Dask workers)
+
+Executor interface (for #11): any object with `map(fn, items)` returning an iterable of fn(item) (lazily or not, in
+order or not: results carry their keys). The engine calls `executor.map(train_group, tasks)` with `GroupTask`s;
+`train_group` is a pure, importable function of its task (the group's specs, the stored weights of the relu runs
+that flnpf runs copy, the device): it reads no store, writes nothing and needs no state from this process, so a
+worker can run it from the pickled task alone (inline data travel inside the spec; named data sets are loaded by
+`data.materialise` on the worker). The engine stores each group's results as soon as they come back, so a sweep
+killed at any point reruns only the groups that had not come back.
+
+Order: phase 1 trains every run without a gate source (including relu runs that flnpf runs need, with the weights
+they need kept); phase 2 trains the flnpf runs, with their relu runs' weights read from the store.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from .ensemble import train_ensemble
+from .runs import RunResult, RunSpec, RunStore, gate_weight_id
+
+
+class Executor(Protocol):
+    """What `run_sweep` needs of an executor: `map(fn, items)` → iterable of fn(item)."""
+
+    def map(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> Iterable[Any]: ...
+
+
+@dataclass(frozen=True)
+class GroupTask:
+    """One ensemble to train: compatible specs, their dependencies' weights ('<relu key>@<epoch>' → state), device."""
+
+    specs: tuple[RunSpec, ...]
+    gate_weights: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    device: str = "auto"
+
+
+def train_group(task: GroupTask, on_epoch: Callable[[int, int], None] | None = None) -> list[RunResult]:
+    """Train one group as an ensemble and return its results (pure: no store, no global state)."""
+    return train_ensemble(task.specs, task.gate_weights, device=task.device, on_epoch=on_epoch)
+
+
+def group_specs(specs: Sequence[RunSpec], max_runs: int | None = None) -> list[tuple[RunSpec, ...]]:
+    """Compatible specs together (first-seen order), each group cut into chunks of at most `max_runs`."""
+    groups: dict[str, list[RunSpec]] = {}
+    for spec in specs:
+        groups.setdefault(spec.group_key(), []).append(spec)
+    out = []
+    for members in groups.values():
+        step = max_runs or len(members)
+        out += [tuple(members[i : i + step]) for i in range(0, len(members), step)]
+    return out
+
+
+class Progress:
+    """One bar per sweep: runs done of total, epochs, ETA; one line per 10 % of epochs when not on a terminal."""
+
+    def __init__(self, runs: int, epochs: int, skipped: int, enabled: bool, stream=None) -> None:
+        self.runs, self.epochs, self.skipped, self.enabled = runs, epochs, skipped, enabled
+        self.stream = stream or sys.stderr
+        self.done_runs = self.done_epochs = 0
+        self.start = time.perf_counter()
+        self.tty = enabled and hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.bar = None
+        self.next_tenth = 1
+        if self.tty:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=epochs, desc="sweep", unit="epoch", file=self.stream, leave=False)
+        if enabled and not self.tty:
+            print(f"sweep: {runs} runs to train ({epochs} run-epochs), {skipped} already stored", file=self.stream)
+
+    def epochs_done(self, n: int) -> None:
+        """Count n more run-epochs."""
+        self.done_epochs += n
+        if self.bar is not None:
+            self.bar.update(n)
+            self.bar.set_postfix_str(f"runs {self.done_runs}/{self.runs}")
+        elif self.enabled and self.epochs and self.done_epochs * 10 >= self.next_tenth * self.epochs:
+            self.next_tenth = self.done_epochs * 10 // self.epochs + 1
+            elapsed = time.perf_counter() - self.start
+            eta = elapsed * (self.epochs - self.done_epochs) / max(self.done_epochs, 1)
+            print(f"sweep: {100 * self.done_epochs // self.epochs:3d}% runs {self.done_runs}/{self.runs}, "
+                  f"epochs {self.done_epochs}/{self.epochs}, elapsed {elapsed:.0f} s, ETA {eta:.0f} s",
+                  file=self.stream, flush=True)
+
+    def runs_done(self, n: int, epochs_left: int) -> None:
+        """Count n finished runs (and the run-epochs they skipped by stopping early or running elsewhere)."""
+        self.done_runs += n
+        if epochs_left:
+            self.epochs_done(epochs_left)
+        elif self.bar is not None:
+            self.bar.set_postfix_str(f"runs {self.done_runs}/{self.runs}")
+
+    def close(self) -> None:
+        """Close the bar."""
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _needed_weights(specs: Sequence[RunSpec]) -> dict[str, tuple[RunSpec, set[int]]]:
+    """relu key → (its spec, the epochs whose weights flnpf runs copy)."""
+    need: dict[str, tuple[RunSpec, set[int]]] = {}
+    for spec in specs:
+        if spec.gate_source is not None:
+            src = spec.gate_source.spec
+            need.setdefault(src.key(), (src, set()))[1].add(spec.gate_source.epoch)
+    return need
+
+
+def run_sweep(
+    specs: Sequence[RunSpec],
+    store: RunStore,
+    *,
+    executor: Executor | None = None,
+    progress: bool = True,
+    device: str = "auto",
+    max_runs: int | None = None,
+) -> dict[str, RunResult]:
+    """Train every spec not yet in `store` (ensembles of compatible runs, flnpf after its relu), storing each group's
+    results as soon as they are back; returns {key: RunResult} for every spec given (weights not loaded)."""
+    need = _needed_weights(specs)
+    by_key: dict[str, RunSpec] = {}
+    for s in specs:  # the same run asked twice: one run, keeping the weights either asks for
+        kept = by_key[s.key()].keep_weights if s.key() in by_key else ()
+        by_key[s.key()] = s.replace(keep_weights=tuple(sorted({*kept, *s.keep_weights})))
+    for key, (src, _) in need.items():
+        by_key.setdefault(key, src)
+
+    def pending(spec: RunSpec) -> bool:
+        key = spec.key()
+        if key not in store:
+            return True
+        epochs = need.get(key, (None, set()))[1] | set(spec.keep_weights)
+        return not all(store.has_weights(key, e) for e in epochs)
+
+    todo = [s for s in by_key.values() if pending(s)]
+    first = [s.replace(keep_weights=tuple(sorted(set(s.keep_weights) | need.get(s.key(), (None, set()))[1])))
+             for s in todo if s.gate_source is None]
+    second = [s for s in todo if s.gate_source is not None]
+    bar = Progress(len(todo), sum(s.epochs for s in todo), len(by_key) - len(todo), progress)
+    try:
+        for phase in (first, second):
+            tasks = []
+            for group in group_specs(phase, max_runs):
+                weights = {}
+                for s in group:
+                    if s.gate_source is not None:
+                        wid = gate_weight_id(s.gate_source)
+                        weights[wid] = store.weights(s.gate_source.spec.key(), s.gate_source.epoch)
+                        if weights[wid] is None:
+                            raise RuntimeError(f"the relu run {wid} was not stored with the weights flnpf needs")
+                tasks.append(GroupTask(group, weights, device))
+            _execute(tasks, store, executor, bar)
+    finally:
+        bar.close()
+    out = {}
+    for key in (s.key() for s in specs):
+        result = store.get(key)
+        if result is None:
+            raise RuntimeError(f"run {key} is missing from the store after the sweep")
+        out[key] = result
+    return out
+
+
+def _execute(tasks: list[GroupTask], store: RunStore, executor: Executor | None, bar: Progress) -> None:
+    """Run the tasks (in-process, with per-epoch progress, or through the executor) and store each group at once."""
+    if not tasks:
+        return
+    if executor is None:
+        for task in tasks:
+            results = train_group(task, on_epoch=lambda epoch, active: bar.epochs_done(active) if epoch else None)
+            _store(results, store, bar, counted=True)
+        return
+    for results in executor.map(train_group, tasks):
+        _store(results, store, bar, counted=False)
+
+
+def _store(results: list[RunResult], store: RunStore, bar: Progress, counted: bool) -> None:
+    """Put a group's results in the store and move the bar (run-epochs not already counted per epoch)."""
+    left = 0
+    for result in results:
+        store.put(result.key, result)
+        epochs = int(result.spec["epochs"])
+        left += epochs - max(len(result.rows) - 1, 0) if counted else epochs
+    bar.runs_done(len(results), left)
