@@ -3,7 +3,7 @@
     results = run_sweep(specs, store)                 # in this process
     results = run_sweep(specs, store, executor=ex)    # ex.map(train_group, tasks) anywhere (e.g. Dask workers)
 
-Executor interface (for #11): any object with `map(fn, items)` returning an iterable of fn(item) (lazily or not, in
+Executor interface: any object with `map(fn, items)` returning an iterable of fn(item) (lazily or not, in
 order or not: results carry their keys). The engine calls `executor.map(train_group, tasks)` with `GroupTask`s;
 `train_group` is a pure, importable function of its task (the group's specs, the stored weights of the relu runs
 that flnpf runs copy, the device): it reads no store, writes nothing and needs no state from this process, so a
@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from . import data
 from .ensemble import train_ensemble
 from .runs import RunResult, RunSpec, RunStore, gate_weight_id
 
@@ -127,7 +128,15 @@ def run_sweep(
     max_runs: int | None = None,
 ) -> dict[str, RunResult]:
     """Train every spec not yet in `store` (ensembles of compatible runs, flnpf after its relu), storing each group's
-    results as soon as they are back; returns {key: RunResult} for every spec given (weights not loaded)."""
+    results as soon as they are back; returns {key: RunResult} for every spec given (weights not loaded).
+
+    With no `executor`, the environment variable DGN_SCHEDULER (set by `dgn reproduce --scheduler`) sends the groups
+    to that Dask cluster (`dgnlib.cluster`); unset, they train in this process.
+    """
+    if executor is None:
+        from . import cluster  # imports Dask only when DGN_SCHEDULER is set
+
+        executor = cluster.executor_from_env()
     need = _needed_weights(specs)
     by_key: dict[str, RunSpec] = {}
     for s in specs:  # the same run asked twice: one run, keeping the weights either asks for
@@ -181,7 +190,14 @@ def _execute(tasks: list[GroupTask], store: RunStore, executor: Executor | None,
             results = train_group(task, on_epoch=lambda epoch, active: bar.epochs_done(active) if epoch else None)
             _store(results, store, bar, counted=True)
         return
-    for results in executor.map(train_group, tasks):
+    names = {s.data.name for task in tasks for s in task.specs} & set(data.NAMES)
+    if names and hasattr(executor, "check_data"):  # every worker verifies the files before any training
+        executor.check_data(sorted(names))
+    if hasattr(executor, "map_unordered"):  # store each group as soon as it is back, whatever the order
+        results_iter: Iterable[list[RunResult]] = (r for _, r in executor.map_unordered(train_group, tasks))
+    else:
+        results_iter = executor.map(train_group, tasks)
+    for results in results_iter:
         _store(results, store, bar, counted=False)
 
 
