@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -44,10 +45,12 @@ def summary(runs: pd.DataFrame) -> pd.DataFrame:
 def main() -> None:
     """Run every protocol on the notebook's data and print the per-width summaries and the steps-vs-depth medians."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=3, help="network draws per (width, depth)")
+    parser.add_argument("--seeds", type=int, default=5, help="network draws per (width, depth)")
     parser.add_argument("--max-steps", type=int, default=10000)
     protocols = depth_training.PROTOCOLS
     parser.add_argument("--protocols", nargs="+", default=list(protocols), choices=protocols)
+    parser.add_argument("--decide", action="store_true", help="also print figure 05's per-width claim parts")
+    parser.add_argument("--save", help="folder to write each protocol's runs table to (<protocol>.csv)")
     args = parser.parse_args()
     x, y = depth.unit_sphere_data(60, 10, seed=0)
     seeds = [derive_seed(0, 5, k) for k in range(args.seeds)]  # the notebook's seeds for master seed 0
@@ -63,6 +66,12 @@ def main() -> None:
         steps = runs.groupby(["width", "depth"])[["steps", "steps_linear"]].median().unstack("width")
         print("median steps to 1 % (real | linearised), rows: depth")
         print(steps.to_string())
+        if args.decide:
+            for part in depth_training.decide_training(runs, args.max_steps):
+                print(f"{part.verdict:>12}  {part.name}: {part.detail}")
+        if args.save:
+            Path(args.save).mkdir(parents=True, exist_ok=True)
+            runs.to_csv(Path(args.save) / f"{protocol}.csv", index=False)
 
 
 if __name__ == "__main__":
