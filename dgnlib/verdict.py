@@ -194,6 +194,7 @@ def _seed_part(
     else:
         raise ValueError(f"unknown method {method!r}: expected 't' or 'bootstrap'")
     verdict = decide(float(lo), float(hi))
+    detail = f"{detail}; estimate {est:+.3g}, {100 * level:.4g} % interval [{lo:+.3g}, {hi:+.3g}] over {n} seeds"
     if n < min_seeds:
         verdict, detail = "inconclusive", f"{n} seeds: at least {min_seeds} are needed to decide; {detail}"
     return Part(name, verdict, statistic, est, (float(lo), float(hi)), n, level, method, detail, numbers)
