@@ -454,7 +454,7 @@ def conclude(
     return record
 
 
-def table(parts: Sequence[Part], checks: Sequence[Check] = ()) -> pd.DataFrame:
+def parts_table(parts: Sequence[Part], checks: Sequence[Check] = ()) -> pd.DataFrame:
     """Parts and checks as one small table for the end of a notebook: what, verdict, estimate, interval, n, detail."""
     rows = [{"what": f"claim: {p.name}", "verdict": p.verdict, "estimate": p.estimate,
              "interval": None if p.interval is None else f"[{p.interval[0]:.3g}, {p.interval[1]:.3g}]",
