@@ -1,4 +1,4 @@
-"""Sweeps over depth d and width w for figures 03–05: NTK spectra, Monte Carlo fluctuation, GD training speed.
+"""Sweeps over depth d and width w for figures 03–04: NTK spectra and Monte Carlo fluctuation (05: depth_training).
 
 All sweeps use a fixed-gate, bias-free value network with Bernoulli(μ) gates and ±σ weights (SPEC.md section 2) and
 return tidy pandas DataFrames (one row per matrix, entry group or run). Seeds for gates and weights are derived from
@@ -17,7 +17,6 @@ import torch
 from . import theory
 from .seeding import derive_seed
 from .stats import fit_power_law, interior_minimum, spearman  # noqa: F401  (re-exported for notebooks)
-from .train import gd_fixed_gates
 
 _STREAM_GATES, _STREAM_WEIGHTS, _STREAM_SAMPLE = 1, 2, 3
 
@@ -149,82 +148,3 @@ def variance_sweep(
                 )
                 rows.append({"width": width, "depth": depth, "gate_draw": g, "draws": draws, **stats})
     return pd.DataFrame(rows)
-
-
-# -- figure 05: training speed -----------------------------------------------------------------------------------
-
-
-def training_sweep(
-    x: torch.Tensor,
-    y: torch.Tensor,
-    depths: Sequence[int],
-    widths: Sequence[int],
-    seeds: Sequence[int],
-    mu: float = 0.5,
-    sigma2_w: float = 2.0,
-    max_steps: int = 5000,
-    step_scale: float = 0.5,
-    tol: float = 0.01,
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Full-batch GD (`train.gd_fixed_gates`) of the value network, Bernoulli(μ) gates, ±σ weights with σ² = sigma2_w/w.
-
-    For each (width, seed) the gates and weights of the deepest network are drawn once; depth d uses the first d − 1
-    gated layers, the input layer and the hidden layers before them, and the same output layer (common random numbers
-    across depth). Each run stops when the loss falls to tol × its initial value, or after max_steps.
-    Returns (runs, curves). runs: one row per (width, depth, seed) with steps (NaN if not reached), reached, cond
-    (λ_max/λ_min of K_0), lr, final_ratio (last loss / initial loss), loss_increases (steps after which the loss went
-    up: 0 when it fell monotonically). curves: width, depth, seed, step, loss_ratio.
-    """
-    depths, widths = _check_sizes("depths", depths, 2), _check_sizes("widths", widths, 1)
-    seeds = list(seeds)
-    if not seeds or max_steps < 1:
-        raise ValueError(f"need at least one seed and max_steps >= 1, got seeds={seeds!r}, max_steps={max_steps!r}")
-    n, d_in, d_max = x.shape[0], x.reshape(x.shape[0], -1).shape[1], max(depths)
-    run_rows, curve_rows = [], []
-    for width in widths:
-        sigma = math.sqrt(sigma2_w / width)
-        for s in seeds:
-            all_gates = theory.bernoulli_gates(n, width, d_max, mu, seed=derive_seed(s, _STREAM_GATES, width))
-            all_weights = theory.bernoulli_weights(
-                d_in, width, d_max, sigma, seed=derive_seed(s, _STREAM_WEIGHTS, width)
-            )
-            for depth in depths:
-                weights = [*all_weights[: depth - 1], all_weights[-1]]
-                res = gd_fixed_gates(x, y, all_gates[: depth - 1], weights, max_steps, step_scale, tol, stop=True)
-                ratio = res["loss"] / res["loss"][0]
-                key = {"width": width, "depth": depth, "seed": s}
-                reached = res["steps_to_tol"] is not None
-                run_rows.append(
-                    {
-                        **key,
-                        "steps": float(res["steps_to_tol"]) if reached else float("nan"),
-                        "reached": reached,
-                        "cond": res["cond"],
-                        "lr": res["lr"],
-                        "final_ratio": float(ratio[-1]),
-                        "loss_increases": int((np.diff(ratio) > 0).sum()),
-                    }
-                )
-                curve_rows.append(pd.DataFrame({**key, "step": np.arange(len(ratio)), "loss_ratio": ratio}))
-    return pd.DataFrame(run_rows), pd.concat(curve_rows, ignore_index=True)
-
-
-def summarise_runs(runs: pd.DataFrame, max_steps: int) -> pd.DataFrame:
-    """Per (width, depth): median and quartiles of steps, censored run count, median cond of K_0 (one row each).
-
-    Runs that did not reach the threshold count as max_steps (a lower bound) and are counted in `censored`.
-    """
-
-    def q(p: float):
-        return lambda s: float(np.quantile(s, p))
-
-    filled = runs.assign(steps=runs["steps"].fillna(float(max_steps)), censored=~runs["reached"].astype(bool))
-    out = filled.groupby(["width", "depth"], sort=True).agg(
-        steps_median=("steps", "median"),
-        steps_q25=("steps", q(0.25)),
-        steps_q75=("steps", q(0.75)),
-        censored=("censored", "sum"),
-        cond_median=("cond", "median"),
-        seeds=("seed", "count"),
-    )
-    return out.reset_index()

@@ -107,29 +107,41 @@ def ntk(
     return jac @ jac.T
 
 
-def value_ntk(x: torch.Tensor, gates: Sequence[torch.Tensor], weights: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Closed-form NTK of the value network, bias-free, with fixed gates: K = Σ_l (Z_{l−1}Z_{l−1}ᵀ) ⊙ (Δ_l Δ_lᵀ).
+def value_ntk(
+    x: torch.Tensor,
+    gates: Sequence[torch.Tensor],
+    weights: Sequence[torch.Tensor],
+    scales: Sequence[float] | None = None,
+) -> torch.Tensor:
+    """Closed-form NTK of the value network, bias-free, with fixed gates: K = Σ_l m_l² (Z_{l−1}Z_{l−1}ᵀ) ⊙ (Δ_l Δ_lᵀ).
 
     weights are Θ(l) of shapes (d_in, w), (w, w), …, (w, 1), optionally with a leading batch dimension B of
     independent draws (then gates may also carry it and the result is (B, n, n)). Z_l are the layer outputs,
-    Δ_l the gradients of ŷ w.r.t. the pre-activations q(l).
+    Δ_l the gradients of ŷ w.r.t. the pre-activations q(l). `scales` are per-layer multipliers m_l of the NTK
+    parametrisation (layer l computes q(l) = m_l Θ(l)ᵀ z(l−1), the trained parameter is Θ(l)); None means all 1
+    (the standard parametrisation).
     """
     if len(weights) != len(gates) + 1:
         raise ValueError(f"need depth = len(gates) + 1 weight matrices, got {len(weights)} for {len(gates)} gates")
+    if scales is None:
+        scales = [1.0] * len(weights)
+    if len(scales) != len(weights):
+        raise ValueError(f"need one scale per weight matrix, got {len(scales)} for {len(weights)}")
+    weights = [float(m) * w.to(torch.float64) for m, w in zip(scales, weights)]
     z = _flat(x)
     batched = weights[0].dim() == 3
     if batched:
         z = z.expand(weights[0].shape[0], *z.shape)
     zs = [z]
     for theta, g in zip(weights[:-1], gates):
-        z = (z @ theta.to(torch.float64)) * g.to(torch.float64)
+        z = (z @ theta) * g.to(torch.float64)
         zs.append(z)
     delta = torch.ones(*z.shape[:-1], 1, dtype=torch.float64)  # dŷ/dq(d) = 1
     kernel = 0.0
     for l in range(len(weights) - 1, -1, -1):
-        kernel = kernel + (zs[l] @ zs[l].mT) * (delta @ delta.mT)
+        kernel = kernel + float(scales[l]) ** 2 * (zs[l] @ zs[l].mT) * (delta @ delta.mT)
         if l > 0:
-            delta = (delta @ weights[l].to(torch.float64).mT) * gates[l - 1].to(torch.float64)
+            delta = (delta @ weights[l].mT) * gates[l - 1].to(torch.float64)
     return kernel
 
 

@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import copy
 import math
+import numbers
 
 import torch
 from torch import nn
 
 VARIANTS = ("relu", "frnpf-ii", "frnpf-di", "flnpf", "dnpfl", "linear")
-INITS = ("default", "bernoulli")
+INITS = ("default", "glorot", "he", "bernoulli")
 HARD = ("relu", "frnpf-ii", "frnpf-di", "flnpf")
 SEPARATE_FEATURES = ("frnpf-ii", "frnpf-di", "flnpf", "dnpfl")
 
@@ -38,30 +39,57 @@ def _check_positive_int(name: str, value: int, minimum: int = 1) -> None:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
-def _seed_from_global() -> int:
-    """A seed drawn from torch's global generator, so that `seed_everything` also fixes unseeded models."""
-    return int(torch.randint(0, 2**31 - 1, (1,)).item())
+def _check_seed(seed: int | None) -> int:
+    """The model's seed; required, so that no model ever draws its weights from a global generator."""
+    if seed is None:
+        raise ValueError(
+            "seed is required: pass an integer seed (e.g. seeding.derive_seed(master, 'init', run)); models do not "
+            "draw weights from torch's global generator"
+        )
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+    return int(seed)
+
+
+def fans(weight: torch.Tensor) -> tuple[int, int]:
+    """(fan_in, fan_out) as Keras counts them: in·k·k and out·k·k for a convolution, in and out for a dense layer."""
+    receptive = weight[0, 0].numel() if weight.dim() > 2 else 1
+    return weight.shape[1] * receptive, weight.shape[0] * receptive
 
 
 @torch.no_grad()
 def init_layer(layer: nn.Module, init: str, sigma: float | None, generator: torch.Generator) -> None:
     """Initialise a Linear/Conv2d layer in place from `generator`.
 
-    "default": PyTorch's default distribution, U(−1/√fan_in, 1/√fan_in) for weights and biases;
-    "bernoulli": every weight ±sigma with probability ½ each, biases zero.
+    "glorot": Glorot/Xavier-uniform weights U(±√(6/(fan_in + fan_out))), zero biases (Keras's default, the reference
+    protocol of the experiments); "he": He/Kaiming-normal weights N(0, 2/fan_in), zero biases (an ablation);
+    "default": PyTorch's default distribution, U(−1/√fan_in, 1/√fan_in) for weights and biases (an ablation);
+    "bernoulli": every weight ±sigma with probability ½ each, biases zero (the theory's setting).
     """
+    _check_choice("init", init, INITS)
     weight = layer.weight
-    fan_in = weight[0].numel()
+    fan_in, fan_out = fans(weight)
+
+    def uniform(shape: torch.Size, bound: float) -> torch.Tensor:
+        return torch.rand(shape, generator=generator, dtype=weight.dtype) * 2 * bound - bound
+
     if init == "default":
         bound = 1.0 / math.sqrt(fan_in)
-        weight.copy_(torch.rand(weight.shape, generator=generator, dtype=weight.dtype) * 2 * bound - bound)
+        weight.copy_(uniform(weight.shape, bound))
         if layer.bias is not None:
-            layer.bias.copy_(torch.rand(layer.bias.shape, generator=generator, dtype=weight.dtype) * 2 * bound - bound)
+            layer.bias.copy_(uniform(layer.bias.shape, bound))
+        return
+    if init == "glorot":
+        weight.copy_(uniform(weight.shape, math.sqrt(6.0 / (fan_in + fan_out))))
+    elif init == "he":
+        weight.copy_(torch.randn(weight.shape, generator=generator, dtype=weight.dtype) * math.sqrt(2.0 / fan_in))
     else:
+        if sigma is None:
+            raise ValueError("init 'bernoulli' needs sigma (the weights are ±sigma)")
         signs = torch.randint(0, 2, weight.shape, generator=generator, dtype=torch.int64) * 2 - 1
         weight.copy_(signs.to(weight.dtype) * sigma)
-        if layer.bias is not None:
-            layer.bias.zero_()
+    if layer.bias is not None:
+        layer.bias.zero_()
 
 
 class GatedNet(nn.Module):
@@ -89,7 +117,7 @@ class GatedNet(nn.Module):
         if sigma is not None and not sigma > 0:
             raise ValueError(f"sigma must be positive, got {sigma!r}")
         self.variant, self.beta, self.eps, self.init, self.sigma = variant, float(beta), float(eps), init, sigma
-        self.seed = _seed_from_global() if seed is None else int(seed)
+        self.seed = _check_seed(seed)
         self.flatten_at, self.pooling = flatten_at, pooling
 
         generator = torch.Generator().manual_seed(self.seed)

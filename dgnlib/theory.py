@@ -130,3 +130,106 @@ def relative_variance(mean: torch.Tensor, var: torch.Tensor, diagonal: bool | No
     m, v = mean[mask], var[mask]
     keep = m.abs() > 1e-12 * mean.abs().max()
     return float((v[keep] / m[keep] ** 2).mean())
+
+
+# -- gradient descent of the value network with fixed gates, and its K_0-linearised prediction -------------------
+
+
+def value_forward(
+    x: torch.Tensor,
+    gates: Sequence[torch.Tensor],
+    weights: Sequence[torch.Tensor],
+    scales: Sequence[float] | None = None,
+) -> torch.Tensor:
+    """Output ŷ (n,) of the bias-free value network q(l) = m_l Θ(l)ᵀ z(l−1), z(l) = q(l) ⊙ G(l) (m_l = 1 if None)."""
+    scales = [1.0] * len(weights) if scales is None else scales
+    z = x.reshape(x.shape[0], -1).to(torch.float64)
+    for m, theta, g in zip(scales[:-1], weights[:-1], gates):
+        z = m * (z @ theta) * g
+    return scales[-1] * (z @ weights[-1])[:, 0]
+
+
+def gd_value_network(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    gates: Sequence[torch.Tensor],
+    weights: Sequence[torch.Tensor],
+    *,
+    lr: float,
+    steps: int,
+    scales: Sequence[float] | None = None,
+    tol: float = 0.01,
+    stop: bool = True,
+    kernel_steps: Sequence[int] = (),
+) -> dict:
+    """Full-batch GD on ½‖ŷ − y‖² over the value weights Θ(l) (gates fixed), float64, with hand-written gradients.
+
+    Returns {"loss": losses after t = 0, 1, … steps, "steps_to_tol": first t with loss ≤ tol·loss_0 (None if not
+    reached; with stop=True the run ends there), "kernel_steps"/"lam_max": the steps at which λ_max(K_t) was
+    computed (those of `kernel_steps` that were run, plus the last step) and its values, "nonfinite": whether a loss
+    or kernel became NaN/inf (the run stops there)}.
+    """
+    x = x.reshape(x.shape[0], -1).to(torch.float64)
+    y = y.to(torch.float64).reshape(-1)
+    gates = [g.to(torch.float64) for g in gates]
+    scales = [1.0] * len(weights) if scales is None else [float(m) for m in scales]
+    thetas = [w.detach().clone().to(torch.float64) for w in weights]
+    wanted = {int(t) for t in kernel_steps}
+    losses, k_steps, lam = [], [], []
+    reached, nonfinite = None, False
+
+    def track(t: int) -> None:
+        if not k_steps or k_steps[-1] != t:
+            k_steps.append(t)
+            k = value_ntk(x, gates, thetas, scales)
+            finite = bool(torch.isfinite(k).all())  # eigvalsh fails on NaN/inf: record NaN instead
+            lam.append(float(torch.linalg.eigvalsh(k)[-1]) if finite else float("nan"))
+
+    for t in range(steps + 1):
+        zs = [x]
+        for m, theta, g in zip(scales[:-1], thetas[:-1], gates):
+            zs.append(m * (zs[-1] @ theta) * g)
+        err = scales[-1] * (zs[-1] @ thetas[-1])[:, 0] - y
+        losses.append(0.5 * float(err @ err))
+        if t in wanted:
+            track(t)
+        if not np.isfinite(losses[-1]) or (lam and not np.isfinite(lam[-1])):
+            nonfinite = True
+            break
+        if reached is None and losses[-1] <= tol * losses[0]:
+            reached = t
+            if stop:
+                break
+        if t == steps:
+            break
+        delta = err[:, None]  # ∂loss/∂q(d)
+        for l in range(len(thetas) - 1, -1, -1):
+            grad = scales[l] * (zs[l].T @ delta)
+            if l > 0:
+                delta = scales[l] * (delta @ thetas[l].T) * gates[l - 1]
+            thetas[l] -= lr * grad
+    track(len(losses) - 1)
+    nonfinite = nonfinite or not np.isfinite(lam[-1])
+    return {
+        "loss": np.array(losses),
+        "steps_to_tol": reached,
+        "kernel_steps": k_steps,
+        "lam_max": lam,
+        "nonfinite": nonfinite,
+    }
+
+
+def linearised_loss(K0: torch.Tensor, e0: torch.Tensor, lr: float, steps: int) -> np.ndarray:
+    """½‖e_t‖² for t = 0…steps of the K_0-linearised dynamics e_{t+1} = (I − αK_0) e_t, in closed form (eigenbasis)."""
+    evals, evecs = torch.linalg.eigh(torch.as_tensor(K0, dtype=torch.float64))
+    coef2 = ((evecs.T @ torch.as_tensor(e0, dtype=torch.float64).reshape(-1)) ** 2).numpy()
+    rate2 = ((1.0 - lr * evals) ** 2).numpy()
+    t = np.arange(steps + 1)[:, None]
+    with np.errstate(over="ignore"):  # a step past 2/λ_max diverges: inf is the right answer
+        return 0.5 * (coef2[None, :] * rate2[None, :] ** t).sum(axis=1)
+
+
+def first_below(curve: np.ndarray, tol: float) -> int | None:
+    """First index t with curve[t] ≤ tol·curve[0], or None."""
+    hit = np.flatnonzero(np.asarray(curve) <= tol * curve[0])
+    return int(hit[0]) if hit.size else None

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from dgnlib import depth, seeding, stats, theory
+from dgnlib import depth, depth_training, seeding, stats, theory
 from dgnlib.train import gd_fixed_gates
 
 
@@ -97,15 +97,17 @@ def test_variance_sweep_grows_with_depth_and_shrinks_with_width():
     assert v[(4, 2)] > v[(32, 2)] and v[(4, 6)] > v[(32, 6)]
 
 
-def test_training_sweep_matches_gd_fixed_gates_and_summarise_censors():
+def test_training_sweep_standard_protocol_matches_gd_fixed_gates_and_summarise_censors():
     x, y = depth.unit_sphere_data(8, 3, seed=0)
-    runs, curves = depth.training_sweep(x, y, [2, 3], [5], seeds=[0, 1], max_steps=3000, tol=0.05)
+    runs, curves = depth_training.training_sweep(
+        x, y, [2, 3], [5], seeds=[0, 1], protocol="standard", max_steps=3000, tol=0.05, curve_points=10_000
+    )
     assert len(runs) == 4 and runs["reached"].all()
-    increases = curves.groupby(["depth", "seed"])["loss_ratio"].apply(lambda c: int((c.diff() > 0).sum()))
-    assert list(runs.set_index(["depth", "seed"]).loc[increases.index, "loss_increases"]) == list(increases)
     for _, run in runs.iterrows():
-        c = curves[(curves["depth"] == run["depth"]) & (curves["seed"] == run["seed"])]["loss_ratio"].to_numpy()
+        c = curves[(curves["depth"] == run["depth"]) & (curves["seed"] == run["seed"])]["loss_ratio"].dropna()
+        c = c.to_numpy()
         assert c[0] == 1.0 and c[-1] <= 0.05 and (c[:-1] > 0.05).all() and len(c) == run["steps"] + 1
+        assert run["loss_increases"] == int((np.diff(c) > 0).sum())
     # the depth-2 network of seed 0 is the prefix of the deepest network's draws
     gates = theory.bernoulli_gates(8, 5, 3, 0.5, seed=seeding.derive_seed(0, 1, 5))
     weights = theory.bernoulli_weights(3, 5, 3, math.sqrt(2 / 5), seed=seeding.derive_seed(0, 2, 5))
@@ -114,20 +116,24 @@ def test_training_sweep_matches_gd_fixed_gates_and_summarise_censors():
     assert first["steps"] == direct["steps_to_tol"] and first["cond"] == pytest.approx(direct["cond"])
 
 
-def test_summarise_runs_counts_unreached_runs_as_max_steps():
+def test_summarise_runs_counts_unreached_and_unstable_runs_as_max_steps():
     runs = pd.DataFrame(
         {
             "width": [5] * 6,
             "depth": [2, 2, 2, 3, 3, 3],
             "seed": [0, 1, 2, 0, 1, 2],
-            "steps": [1.0, 3.0, 5.0, 10.0, np.nan, np.nan],
-            "reached": [True, True, True, True, False, False],
+            "steps": [1.0, 3.0, 5.0, 10.0, np.nan, 20.0],
+            "steps_linear": [1.0, 3.0, 5.0, 10.0, 10.0, 10.0],
+            "reached": [True, True, True, True, False, True],
+            "unstable": [False, False, False, False, False, True],
+            "lam_drift_max": [1.0, 1.0, 1.1, 1.0, 1.0, 3.0],
             "cond": [2.0, 4.0, 6.0, 1.0, 1.0, 1.0],
         }
     )
-    summary = depth.summarise_runs(runs, max_steps=100)
-    assert list(summary["censored"]) == [0, 2] and list(summary["steps_median"]) == [3.0, 100.0]
-    assert list(summary["steps_q25"]) == [2.0, 55.0] and list(summary["cond_median"]) == [4.0, 1.0]
+    summary = depth_training.summarise_runs(runs, max_steps=100)
+    assert list(summary["censored"]) == [0, 1] and list(summary["unstable"]) == [0, 1]
+    assert list(summary["steps_median"]) == [3.0, 100.0] and list(summary["steps_q25"]) == [2.0, 55.0]
+    assert list(summary["cond_median"]) == [4.0, 1.0] and list(summary["lam_drift_max"]) == [1.1, 3.0]
 
 
 def test_seeding_keys_and_generators():

@@ -1,10 +1,13 @@
 """DGN models: the path identity, relu = ReLU MLP, freezing, argument checks."""
 
+import math
+
+import numpy as np
 import pytest
 import torch
 
 from dgnlib.kernels import npk
-from dgnlib.models import DGN, VARIANTS, ConvDGN, plain_relu_mlp
+from dgnlib.models import DGN, VARIANTS, ConvDGN, fans, plain_relu_mlp
 from dgnlib.paths import path_features, path_values
 
 
@@ -102,11 +105,11 @@ def test_bernoulli_init_is_plus_minus_sigma():
         (dict(width=0), ["width", ">= 1"]),
         (dict(beta=0.0), ["beta", "positive"]),
         (dict(beta=-1.0), ["beta"]),
-        (dict(init="xavier"), ["init", "default", "bernoulli"]),
+        (dict(init="xavier"), ["init", "default", "glorot", "he", "bernoulli"]),
     ],
 )
 def test_bad_arguments_raise_value_error_with_allowed_values(kwargs, words):
-    args = dict(d_in=3, width=4, depth=3) | kwargs
+    args = dict(d_in=3, width=4, depth=3, seed=0) | kwargs
     with pytest.raises(ValueError) as err:
         DGN(**args)
     assert all(w in str(err.value) for w in words)
@@ -114,7 +117,7 @@ def test_bad_arguments_raise_value_error_with_allowed_values(kwargs, words):
 
 def test_mismatched_input_size_is_a_value_error():
     with pytest.raises(ValueError, match=r"expected \(n, 3\)"):
-        DGN(3, 4, 3)(torch.randn(2, 5))
+        DGN(3, 4, 3, seed=0)(torch.randn(2, 5))
 
 
 @pytest.mark.parametrize("pooling", ["flatten", "gap"])
@@ -139,3 +142,47 @@ def test_conv_flnpf_copies_the_gates_of_a_trained_conv_relu():
     assert all(torch.equal(a, b) for a, b in zip(relu.gates(x), fl.gates(x)))
     with pytest.raises(ValueError, match="relu"):
         fl.copy_gates_from(fl)
+
+
+def test_seed_is_required_and_checked():
+    with pytest.raises(ValueError, match="seed is required"):
+        DGN(3, 4, 3)
+    with pytest.raises(ValueError, match="seed is required"):
+        ConvDGN(in_channels=1, image_size=4, channels=(2,), dense=(3,))
+    with pytest.raises(ValueError, match="seed is required"):
+        DGN.from_relu(DGN(3, 4, 3, seed=0))
+    with pytest.raises(ValueError, match="seed must be an integer"):
+        DGN(3, 4, 3, seed=-1)
+    torch.manual_seed(0)
+    a = DGN(3, 4, 3, seed=np.int64(7))
+    torch.manual_seed(1)  # the global generator plays no part
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), DGN(3, 4, 3, seed=7).parameters()))
+
+
+def test_glorot_init_bounds_zero_biases_and_keras_fans_for_conv():
+    model = DGN(300, 200, 3, d_out=10, init="glorot", seed=0)
+    for layer in model.value:
+        fan_out, fan_in = layer.weight.shape
+        bound = math.sqrt(6 / (fan_in + fan_out))
+        w = layer.weight.detach()
+        assert w.abs().max() <= bound and w.abs().max() > 0.97 * bound and bool((layer.bias == 0).all())
+        assert float(w.var()) == pytest.approx(bound**2 / 3, rel=0.1)  # U(±b): variance b²/3
+    conv = ConvDGN(in_channels=3, image_size=4, channels=(16,), dense=(8,), init="glorot", variant="frnpf-ii", seed=1)
+    assert fans(conv.value[0].weight) == (3 * 9, 16 * 9)
+    for net in (conv.value, conv.feature):
+        w = net[0].weight
+        assert w.abs().max() <= math.sqrt(6 / (27 + 144)) and bool((net[0].bias == 0).all())
+
+
+def test_he_init_variance_and_zero_biases():
+    model = DGN(400, 300, 3, init="he", variant="frnpf-ii", seed=0)
+    for net in (model.value, model.feature):
+        w = net[1].weight.detach()
+        assert float(w.var()) == pytest.approx(2 / 300, rel=0.05) and abs(float(w.mean())) < 1e-3
+        assert bool((net[1].bias == 0).all())
+
+
+def test_default_init_is_pytorch_uniform_with_biases():
+    layer = DGN(50, 40, 2, seed=0).value[0]
+    bound = 1 / math.sqrt(50)
+    assert layer.weight.abs().max() <= bound and layer.bias.abs().max() <= bound and bool((layer.bias != 0).all())

@@ -1,0 +1,464 @@
+"""Verdicts that can fail: claim parts decided by an effect larger than its uncertainty, checks kept apart.
+
+A figure's claim is split into `Part`s, each decided statistically over seeds (`paired`, `trend`, `equivalent`) with
+one of four words, and combined by `combine`. Identity and sanity checks (`Check`) are not part of the claim: they
+test that the computation itself is right, and a failed one makes `conclude` raise `IdentityError` after the record
+is written, so that the notebook, and the test run, fail.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+import os
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .report import repo_root
+from .stats import spearman, t_interval
+
+VERDICTS = ("held", "not held", "inconclusive", "invalid")
+CHECK_KINDS = ("identity", "sanity")
+SIDES = ("greater", "less")
+
+
+class IdentityError(AssertionError):
+    """An identity or sanity check of a figure failed: the computation, not the claim, is wrong."""
+
+
+@dataclass(frozen=True)
+class Part:
+    """One statistically decided part of a claim: its verdict, the statistic, its interval and how many pairs."""
+
+    name: str
+    verdict: str
+    statistic: str
+    estimate: float
+    interval: tuple[float, float] | None
+    n: int
+    level: float
+    method: str
+    detail: str = ""
+    numbers: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.verdict not in VERDICTS:
+            raise ValueError(f"unknown verdict {self.verdict!r}: expected one of {', '.join(VERDICTS)}")
+
+    def to_dict(self) -> dict:
+        """The part as JSON-ready values (NaN and inf become None)."""
+        return _plain(
+            {
+                "name": self.name,
+                "verdict": self.verdict,
+                "statistic": self.statistic,
+                "estimate": self.estimate,
+                "interval": None if self.interval is None else list(self.interval),
+                "level": self.level,
+                "n": self.n,
+                "method": self.method,
+                "detail": self.detail,
+                **self.numbers,
+            }
+        )
+
+
+class Check:
+    """An identity (exact up to rounding) or sanity (the run is in its assumed regime) check, apart from the claim."""
+
+    def __init__(self, name: str, passed: bool, detail: str = "", kind: str = "identity", **numbers: Any) -> None:
+        if kind not in CHECK_KINDS:
+            raise ValueError(f"unknown check kind {kind!r}: expected one of {', '.join(CHECK_KINDS)}")
+        self.name, self.passed, self.detail, self.kind, self.numbers = name, bool(passed), detail, kind, numbers
+
+    def to_dict(self) -> dict:
+        """The check as JSON-ready values."""
+        return _plain({"name": self.name, "kind": self.kind, "passed": self.passed, "detail": self.detail,
+                       **self.numbers})
+
+    def __repr__(self) -> str:
+        return f"Check({self.name!r}, passed={self.passed}, kind={self.kind!r})"
+
+
+def combine(parts: Sequence[Part]) -> str:
+    """A claim is the conjunction of its parts. Any part invalid → invalid; otherwise any part not held → not held;
+    otherwise any part inconclusive → inconclusive; otherwise held. A part is held only when its 95 % interval,
+    computed over independent seeds (paired by seed where two settings are compared), lies wholly on the claimed
+    side; not held when it lies wholly on the other side; inconclusive otherwise, and always with fewer than three
+    seeds; invalid when any of its inputs is non-finite or comes from a run flagged invalid.
+    """
+    parts = list(parts)
+    if not parts:
+        raise ValueError("combine needs at least one claim part")
+    verdicts = {p.verdict for p in parts}
+    for word in ("invalid", "not held", "inconclusive"):
+        if word in verdicts:
+            return word
+    return "held"
+
+
+RULE = inspect.cleandoc(combine.__doc__)  # the rule as the front page quotes it
+
+
+# -- parts decided over seeds ----------------------------------------------------------------------------------
+
+
+def _pairs(a: Any, b: Any, seeds: Sequence | None) -> tuple[np.ndarray, np.ndarray, list]:
+    """Align a and b by seed: mappings by their keys (which must agree), sequences by position."""
+    if isinstance(a, Mapping) or isinstance(b, Mapping):
+        if not (isinstance(a, Mapping) and isinstance(b, Mapping)):
+            raise TypeError("pass a and b both as mappings seed → value, or both as sequences")
+        if set(a) != set(b):
+            raise ValueError(f"a and b must have the same seeds; only in a: {sorted(set(a) - set(b))}, "
+                             f"only in b: {sorted(set(b) - set(a))}")
+        keys = list(a) if seeds is None else list(seeds)
+        return np.array([a[k] for k in keys], float), np.array([b[k] for k in keys], float), keys
+    av, bv = np.asarray(a, dtype=float).reshape(-1), np.asarray(b, dtype=float).reshape(-1)
+    keys = list(range(av.size)) if seeds is None else list(seeds)
+    if not av.size == bv.size == len(keys):
+        raise ValueError(f"a, b and seeds must be equally long, got {av.size}, {bv.size} and {len(keys)}")
+    return av, bv, keys
+
+
+def _flags(invalid: bool | Sequence[bool], n: int) -> np.ndarray:
+    flags = np.asarray(invalid, dtype=bool).reshape(-1)
+    if flags.size == 1:
+        return np.repeat(flags, n)
+    if flags.size != n:
+        raise ValueError(f"invalid must be one flag or one per seed ({n}), got {flags.size}")
+    return flags
+
+
+def _check_common(side: str, min_seeds: int, level: float) -> None:
+    if side not in SIDES:
+        raise ValueError(f"unknown side {side!r}: expected one of {', '.join(SIDES)}")
+    if isinstance(min_seeds, bool) or not isinstance(min_seeds, int) or min_seeds < 2:
+        raise ValueError(f"min_seeds must be an integer >= 2, got {min_seeds!r}")
+    if not 0 < level < 1:
+        raise ValueError(f"level must lie in (0, 1), got {level!r}")
+
+
+def _interval_verdict(lo: float, hi: float, side: str) -> str:
+    """held if the interval excludes 0 on the claimed side, not held if on the other side, inconclusive otherwise."""
+    above, below = lo > 0, hi < 0
+    if side == "less":
+        above, below = below, above
+    return "held" if above else ("not held" if below else "inconclusive")
+
+
+def _seed_part(
+    name: str,
+    values: np.ndarray,
+    keys: list,
+    bad: np.ndarray,
+    *,
+    statistic: str,
+    decide: Callable[[float, float], str],
+    min_seeds: int,
+    level: float,
+    method: str,
+    n_boot: int,
+    seed: int,
+    detail: str,
+    numbers: dict,
+) -> Part:
+    """The common path of every part: invalid runs, non-finite values, too few seeds, then the interval's verdict."""
+    n = int(values.size)
+    per_seed = {str(k): float(v) for k, v in zip(keys, values)}
+    numbers = {"per_seed": per_seed, **numbers}
+    nonfinite = [str(k) for k, v in zip(keys, values) if not math.isfinite(v)]
+    if bad.any() or nonfinite:
+        why = []
+        if bad.any():
+            why.append(f"runs flagged invalid for seeds {[str(k) for k, f in zip(keys, bad) if f]}")
+        if nonfinite:
+            why.append(f"non-finite values for seeds {nonfinite}")
+        return Part(name, "invalid", statistic, float("nan"), None, n, level, method, "; ".join(why), numbers)
+    if n < 2:
+        est = float(values.mean()) if n else float("nan")
+        return Part(name, "inconclusive", statistic, est, None, n, level, method,
+                    f"{n} seed(s): at least {min_seeds} are needed to decide", numbers)
+    if method == "t":
+        est, lo, hi = t_interval(values, level)
+    elif method == "bootstrap":
+        rng = np.random.default_rng(seed)
+        boots = values[rng.integers(0, n, (n_boot, n))].mean(axis=1)
+        est, (lo, hi) = float(values.mean()), np.quantile(boots, [(1 - level) / 2, (1 + level) / 2])
+    else:
+        raise ValueError(f"unknown method {method!r}: expected 't' or 'bootstrap'")
+    verdict = decide(float(lo), float(hi))
+    detail = f"{detail}; estimate {est:+.3g}, {100 * level:.4g} % interval [{lo:+.3g}, {hi:+.3g}] over {n} seeds"
+    if n < min_seeds:
+        verdict, detail = "inconclusive", f"{n} seeds: at least {min_seeds} are needed to decide; {detail}"
+    return Part(name, verdict, statistic, est, (float(lo), float(hi)), n, level, method, detail, numbers)
+
+
+def paired(
+    a: Sequence[float] | Mapping[Any, float],
+    b: Sequence[float] | Mapping[Any, float],
+    seeds: Sequence | None = None,
+    *,
+    name: str = "a − b",
+    side: str = "greater",
+    min_seeds: int = 3,
+    level: float = 0.95,
+    method: str = "t",
+    invalid: bool | Sequence[bool] = False,
+    n_boot: int = 10_000,
+    seed: int = 0,
+) -> Part:
+    """Claim "a > b" (side="greater") or "a < b" (side="less"), paired by seed: an interval of the mean of a − b.
+
+    method "t": Student t interval of the paired differences; "bootstrap": percentile bootstrap of their mean
+    (seeded by `seed`; it under-covers with few seeds). held if the interval excludes 0 on the claimed side, not
+    held if it excludes 0 on the other side, inconclusive otherwise and always with fewer than `min_seeds` pairs;
+    invalid if a value is non-finite or `invalid` flags a run (one flag, or one per seed).
+    """
+    _check_common(side, min_seeds, level)
+    av, bv, keys = _pairs(a, b, seeds)
+    diff = av - bv
+    return _seed_part(
+        name, diff, keys, _flags(invalid, diff.size), statistic="mean paired difference a − b",
+        decide=lambda lo, hi: _interval_verdict(lo, hi, side), min_seeds=min_seeds, level=level, method=method,
+        n_boot=n_boot, seed=seed, detail=f"claimed side: a − b {'>' if side == 'greater' else '<'} 0",
+        numbers={"side": side},
+    )
+
+
+def trend(
+    values: Sequence[Sequence[float]],
+    levels: Sequence[float] | Sequence[Sequence[float]],
+    seeds: Sequence | None = None,
+    *,
+    name: str = "trend",
+    side: str = "greater",
+    min_seeds: int = 3,
+    level: float = 0.95,
+    invalid: bool | Sequence[bool] = False,
+) -> Part:
+    """Claim "values rise (side="greater") or fall ("less") with levels": per seed, Spearman ρ of values vs levels.
+
+    values: one row per seed (seeds × levels); levels: one ordered factor shared by every seed, or one row per seed
+    (e.g. each seed's condition numbers). The part's statistic is the mean over seeds of the per-seed ρ (a seed
+    whose values or levels are all equal counts as ρ = 0) and its interval a Student t interval over seeds, so when
+    values do not depend on levels the part is held about (1 − level)/2 of the time.
+    """
+    _check_common(side, min_seeds, level)
+    v = np.asarray(values, dtype=float)
+    if v.ndim != 2 or v.shape[1] < 3:
+        raise ValueError(f"values must be seeds × levels with at least 3 levels, got shape {v.shape}")
+    lv = np.asarray(levels, dtype=float)
+    lv = np.broadcast_to(lv, v.shape) if lv.ndim == 1 else lv
+    if lv.shape != v.shape:
+        raise ValueError(f"levels must have {v.shape[1]} entries or the shape of values {v.shape}, got {lv.shape}")
+    keys = list(range(v.shape[0])) if seeds is None else list(seeds)
+    if len(keys) != v.shape[0]:
+        raise ValueError(f"got {len(keys)} seeds for {v.shape[0]} rows of values")
+    finite = np.isfinite(v).all(axis=1) & np.isfinite(lv).all(axis=1)
+    rho = np.array([spearman(lv[i], v[i]) if finite[i] else float("nan") for i in range(v.shape[0])])
+    rho = np.where(finite & np.isnan(rho), 0.0, rho)  # a constant row: no trend
+    return _seed_part(
+        name, rho, keys, _flags(invalid, rho.size), statistic="mean over seeds of Spearman ρ(levels, values)",
+        decide=lambda lo, hi: _interval_verdict(lo, hi, side), min_seeds=min_seeds, level=level, method="t",
+        n_boot=0, seed=0, detail=f"claimed side: ρ {'>' if side == 'greater' else '<'} 0", numbers={"side": side},
+    )
+
+
+def equivalent(
+    a: Sequence[float] | Mapping[Any, float],
+    b: Sequence[float] | Mapping[Any, float],
+    seeds: Sequence | None = None,
+    *,
+    tolerance: float,
+    name: str = "a ≈ b",
+    side: str = "both",
+    min_seeds: int = 3,
+    level: float = 0.95,
+    invalid: bool | Sequence[bool] = False,
+) -> Part:
+    """Claim "a is within `tolerance` of b", paired by seed (two one-sided tests, TOST, each at `level`).
+
+    The interval is the two-sided (2·level − 1) t interval of the mean of a − b. side "both": held if it lies inside
+    (−tolerance, tolerance), not held if it lies wholly outside; "greater" (a is not worse than b by more than the
+    tolerance, a − b > −tolerance): held if its lower end exceeds −tolerance, not held if its upper end is below;
+    "less" (a − b < tolerance) mirrors it. Inconclusive otherwise and with fewer than `min_seeds` pairs.
+    """
+    if side not in ("both", *SIDES):
+        raise ValueError(f"unknown side {side!r}: expected both, greater or less")
+    _check_common("greater", min_seeds, level)
+    if not (isinstance(tolerance, (int, float)) and tolerance >= 0):
+        raise ValueError(f"tolerance must be a number >= 0, got {tolerance!r}")
+    av, bv, keys = _pairs(a, b, seeds)
+    diff, tol = av - bv, float(tolerance)
+
+    def decide(lo: float, hi: float) -> str:
+        if side == "greater":
+            return "held" if lo > -tol else ("not held" if hi < -tol else "inconclusive")
+        if side == "less":
+            return "held" if hi < tol else ("not held" if lo > tol else "inconclusive")
+        return "held" if -tol < lo and hi < tol else ("not held" if lo > tol or hi < -tol else "inconclusive")
+
+    return _seed_part(
+        name, diff, keys, _flags(invalid, diff.size), statistic="mean paired difference a − b",
+        decide=decide, min_seeds=min_seeds, level=round(2 * level - 1, 12), method="t", n_boot=0, seed=0,
+        detail=f"tolerance {tol:g} ({side})", numbers={"tolerance": tol, "side": side},
+    )
+
+
+# -- non-finite values anywhere --------------------------------------------------------------------------------
+
+
+def find_nonfinite(x: Any, path: str = "") -> list[str]:
+    """Paths ("numbers.steps[3]", "history.train_loss") of NaN/inf values in nested mappings, sequences, arrays,
+    tensors and pandas objects (numeric entries only; None and strings are skipped)."""
+    if x is None or isinstance(x, (str, bytes, bool)):
+        return []
+    if isinstance(x, (int, float, np.number)):
+        return [] if math.isfinite(float(x)) else [path or "value"]
+    if hasattr(x, "detach") and hasattr(x, "cpu"):  # a torch tensor
+        x = x.detach().cpu().numpy()
+    if isinstance(x, pd.DataFrame):
+        return [p for c in x.columns for p in find_nonfinite(x[c], f"{path}.{c}" if path else str(c))]
+    if isinstance(x, pd.Series):
+        x = x.to_numpy()
+    if isinstance(x, np.ndarray):
+        if not (np.issubdtype(x.dtype, np.number) or x.dtype == object):
+            return []
+        if x.dtype == object:
+            return [p for i, v in enumerate(x.reshape(-1)) for p in find_nonfinite(v, f"{path}[{i}]")]
+        bad = np.argwhere(~np.isfinite(x.astype(float)))
+        return [f"{path}[{','.join(map(str, i))}]" for i in bad.tolist()]
+    if isinstance(x, Mapping):
+        return [p for k, v in x.items() for p in find_nonfinite(v, f"{path}.{k}" if path else str(k))]
+    if isinstance(x, Sequence):
+        return [p for i, v in enumerate(x) for p in find_nonfinite(v, f"{path}[{i}]")]
+    return []
+
+
+def is_finite_tree(x: Any) -> bool:
+    """True when no NaN or inf hides anywhere in x (see `find_nonfinite`)."""
+    return not find_nonfinite(x)
+
+
+# -- writing the record ----------------------------------------------------------------------------------------
+
+
+def _plain(value: Any) -> Any:
+    """Numpy / torch scalars and arrays, tuples and mappings as JSON values (NaN and inf become None)."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (str, bool)) or value is None:
+        return value
+    if isinstance(value, (Part, Check)):
+        return value.to_dict()
+    if hasattr(value, "tolist"):
+        return _plain(value.tolist())
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        value = float(value)
+        return None if math.isnan(value) or math.isinf(value) else value
+    if isinstance(value, Sequence):
+        return [_plain(v) for v in value]
+    return str(value)
+
+
+def _atomic_write(target: Path, write: Callable[[str], Any]) -> Path:
+    """write(tmp) then rename onto target (same folder, so readers never see a partial file)."""
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=target.suffix)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp makes owner-only files; figures are for everyone to read
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def _folder(out_dir: str | os.PathLike) -> Path:
+    path = Path(out_dir)
+    path = path if path.is_absolute() else repo_root() / path
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def conclude(
+    fig_id: str,
+    claim: str,
+    parts: Sequence[Part],
+    checks: Sequence[Check] = (),
+    *,
+    params: Mapping[str, Any] | Any,
+    numbers: Mapping[str, Any] | None = None,
+    fig: Any = None,
+    table: pd.DataFrame | None = None,
+    out_dir: str | os.PathLike,
+    profile: str | None = None,
+    dpi: int = 150,
+) -> dict:
+    """Write `<id>.png`, `.pdf` (fig), `.csv` (table) and `.json` into out_dir, each atomically, the JSON last.
+
+    JSON: id, claim, profile, verdict (`combine(parts)`; with no parts, the claim is its identities: held when every
+    check passed), parts, checks (identity and sanity, apart from the claim), numbers, parameters. `params` is a
+    mapping or an object with `as_dict()`; profile defaults to params["profile"]. Returns the record, then raises
+    `IdentityError` if any check failed, after writing it, so that the failure is on record and the notebook fails.
+    """
+    parameters = dict(params.as_dict() if hasattr(params, "as_dict") else params)
+    profile = parameters.get("profile") if profile is None else profile
+    if not isinstance(profile, str) or not profile:
+        raise ValueError(f"conclude needs the profile name (a non-empty string), got {profile!r}")
+    parts, checks = list(parts), list(checks)
+    if not all(isinstance(p, Part) for p in parts) or not all(isinstance(c, Check) for c in checks):
+        raise TypeError("parts must be verdict.Part objects and checks verdict.Check objects")
+    failed = [c for c in checks if not c.passed]
+    if parts:
+        verdict = combine(parts)
+    elif checks:
+        verdict = "not held" if failed else "held"
+    else:
+        raise ValueError("conclude needs at least one claim part or one check")
+    folder = _folder(out_dir)
+    if fig is not None:
+        for ext in ("png", "pdf"):
+            # PDFs carry a creation date and PNGs the software version by default: drop both so that the same
+            # numbers give the same bytes.
+            meta = {"CreationDate": None} if ext == "pdf" else {"Software": None}
+            _atomic_write(folder / f"{fig_id}.{ext}", lambda tmp, ext=ext, meta=meta: fig.savefig(
+                tmp, format=ext, dpi=dpi, bbox_inches="tight", metadata=meta))
+    if table is not None:
+        _atomic_write(folder / f"{fig_id}.csv", lambda tmp: table.to_csv(tmp, index=False))
+    record = _plain({
+        "id": fig_id,
+        "claim": claim,
+        "profile": profile,
+        "verdict": verdict,
+        "parts": [p.to_dict() for p in parts],
+        "checks": [c.to_dict() for c in checks],
+        "numbers": dict(numbers or {}),
+        "parameters": parameters,
+    })
+    text = json.dumps(record, indent=2, ensure_ascii=False) + "\n"
+    _atomic_write(folder / f"{fig_id}.json", lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    if failed:
+        names = "; ".join(f"{c.kind} check '{c.name}' failed: {c.detail}" for c in failed)
+        raise IdentityError(f"figure {fig_id}: {names} (record written to {folder / f'{fig_id}.json'})")
+    return record
+
+
+def parts_table(parts: Sequence[Part], checks: Sequence[Check] = ()) -> pd.DataFrame:
+    """Parts and checks as one small table for the end of a notebook: what, verdict, estimate, interval, n, detail."""
+    rows = [{"what": f"claim: {p.name}", "verdict": p.verdict, "estimate": p.estimate,
+             "interval": None if p.interval is None else f"[{p.interval[0]:.3g}, {p.interval[1]:.3g}]",
+             "n": p.n, "detail": p.detail} for p in parts]
+    rows += [{"what": f"{c.kind}: {c.name}", "verdict": "passed" if c.passed else "FAILED", "estimate": None,
+              "interval": None, "n": None, "detail": c.detail} for c in checks]
+    return pd.DataFrame(rows)
