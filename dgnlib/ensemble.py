@@ -115,17 +115,39 @@ class _Eval:
             correct.append(per_run_correct(out, yr))
         return torch.cat(losses, 1), torch.cat(correct, 1).double()
 
-    def rows(self, epoch: int, active: list[bool]) -> tuple[list[dict], list[list[float]]]:
-        """One metrics row per run (inactive runs: empty), and per-layer fractions of gates changed."""
+    @torch.no_grad()
+    def _own(self, idx: torch.Tensor, loss: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-example losses and correctness (R, n) of every run on its own examples x_pool[idx[r]]."""
+        x_pool, y_pool = self.splits["train"]
+        losses, correct = [], []
+        for i in range(0, idx.shape[1], EVAL_CHUNK):
+            part = idx[:, i : i + EVAL_CHUNK]
+            out, yr = self.net(x_pool[part]), y_pool[part]
+            losses.append(per_run_loss(loss, out, yr).double())
+            correct.append(per_run_correct(out, yr))
+        return torch.cat(losses, 1), torch.cat(correct, 1).double()
+
+    def rows(self, epoch: int, active: list[bool], running: tuple[torch.Tensor, torch.Tensor] | None = None
+             ) -> tuple[list[dict], list[list[float]]]:
+        """One metrics row per run (inactive runs: empty), and per-layer fractions of gates changed.
+
+        Train loss and accuracy: at epoch 0 on each run's whole training split; after an epoch, `running` (the means
+        over that epoch's minibatches, as `train.fit` logs them), which saves a pass over the training set.
+        """
         self.net.eval()
         loss = self.specs[0].loss
-        losses, correct = self._scores(*self.splits["train"], loss)
-        gather = lambda t, idx: torch.gather(t, 1, idx).mean(1)  # noqa: E731  (per-run mean over its indices)
-        train_loss, train_acc = gather(losses, self.train_idx), gather(correct, self.train_idx)
         nan = torch.full((self.net.R,), float("nan"), dtype=torch.float64)
-        val_acc = gather(correct, self.val_idx) if self.val_idx.shape[1] else nan
+        if running is None:
+            losses, correct = self._own(self.train_idx, loss)
+            train_loss, train_acc = losses.mean(1).cpu(), correct.mean(1).cpu()
+        else:
+            train_loss, train_acc = (t.double().cpu() for t in running)
         if "val" in self.splits:
             val_acc = self._scores(*self.splits["val"], loss)[1].mean(1)
+        elif self.val_idx.shape[1]:
+            val_acc = self._own(self.val_idx, loss)[1].mean(1)
+        else:
+            val_acc = nan
         test_acc = self._scores(*self.splits["test"], loss)[1].mean(1) if "test" in self.splits else nan
         changed = []
         for init, now in zip(self.initial, self._patterns()):
@@ -236,10 +258,10 @@ def train_ensemble(
     reasons = [""] * net.R
     eval_s = 0.0
 
-    def log(epoch: int) -> None:
+    def log(epoch: int, running: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
         nonlocal eval_s
         t0 = time.perf_counter()
-        new, per_layer = evaluator.rows(epoch, active)
+        new, per_layer = evaluator.rows(epoch, active, running)
         eval_s += time.perf_counter() - t0
         for r, row in enumerate(new):
             if not active[r]:
@@ -263,13 +285,18 @@ def train_ensemble(
         order = torch.stack([idx[torch.randperm(idx.shape[0], generator=g).to(dev)]
                              for idx, g in zip(train_idx, gens)])
         nonfinite = torch.zeros(net.R, dtype=torch.bool, device=dev)
+        loss_sum = torch.zeros(net.R, dtype=torch.float64, device=dev)
+        correct = torch.zeros(net.R, dtype=torch.float64, device=dev)
         dead = [p for r in range(net.R) if not active[r] for p in _views(net, r)]
         for i in range(0, order.shape[1], first.batch_size):
             idx = order[:, i : i + first.batch_size]
-            loss = per_run_loss(first.loss, net(x_pool[idx]), y_pool[idx]).mean(1)
+            out, yb = net(x_pool[idx]), y_pool[idx]
+            loss = per_run_loss(first.loss, out, yb).mean(1)
             opt.zero_grad(set_to_none=True)
             loss.sum().backward()
             nonfinite |= ~torch.isfinite(loss.detach())  # checked once per epoch: no per-step synchronisation
+            loss_sum += loss.detach().double() * idx.shape[1]
+            correct += per_run_correct(out.detach(), yb).sum(1).double()
             for p, view in dead:
                 view(p.grad).zero_()
             opt.step()
@@ -277,7 +304,7 @@ def train_ensemble(
             if active[r]:
                 active[r], reasons[r] = False, f"non-finite training loss in epoch {epoch}"
                 _kill(net, opt, r)
-        log(epoch)
+        log(epoch, (loss_sum / order.shape[1], correct / order.shape[1]))
     wall = time.perf_counter() - start
     results = [None] * net.R
     for pos, i in enumerate(net.order):

@@ -36,11 +36,11 @@ def test_snapshots_are_the_full_runs_state_after_each_stage():
     assert not torch.equal(snaps[1].value[0].weight, snaps[3].value[0].weight)
     # fit validates on a seeded split of train; recompute it as fit does to evaluate on the same examples
     x, y = data["train"]
-    tr, _ = train_val_indices(90, 0.1, derive_seed(2, "val_split"))
-    x_train, y_train = x[tr], y[tr]
-    for e in (0, 1, 3):
-        loss, acc = evaluate(snaps[e], x_train, y_train)
-        assert loss == history.loc[e, "train_loss"] and acc == history.loc[e, "train_acc"], e
+    tr, va = train_val_indices(90, 0.1, derive_seed(2, "val_split"))
+    loss, acc = evaluate(snaps[0], x[tr], y[tr])  # epoch 0: the whole training split at initialisation
+    assert loss == history.loc[0, "train_loss"] and acc == history.loc[0, "train_acc"]
+    for e in (0, 1, 3):  # after training: the snapshot's validation accuracy is the one logged for that epoch
+        assert evaluate(snaps[e], x[va], y[va])[1] == history.loc[e, "val_acc"], e
 
 
 def test_experiment_rows_and_each_flnpf_uses_its_stage_gates():

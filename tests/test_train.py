@@ -105,3 +105,13 @@ def test_gd_with_fixed_gates_converges_and_matches_the_linearised_rate():
     for t in range(1, 2):
         e = e - run["lr"] * (k0 @ e)
         assert float(0.5 * (e**2).sum()) == pytest.approx(run["loss"][t], rel=0.02), t
+
+
+def test_train_metrics_after_an_epoch_are_the_means_over_its_minibatches():
+    # one epoch of one full-batch step: the running mean is the loss of the weights before that step, not after
+    model = DGN(5, 8, 3, d_out=2, seed=1)
+    data = blobs()
+    n_train = len(data["train"][0]) - round(0.1 * len(data["train"][0]))
+    hist = fit(model, data, lr=0.5, epochs=1, batch_size=n_train, seed=0, progress=False)
+    assert hist.loc[1, "train_loss"] == pytest.approx(hist.loc[0, "train_loss"], rel=1e-6)
+    assert hist.loc[1, "train_acc"] == pytest.approx(hist.loc[0, "train_acc"])
