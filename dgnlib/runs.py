@@ -23,7 +23,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .atomic import write_atomic as atomic_write
 from .models import DGN, VARIANTS, ConvDGN, GatedNet
 from .seeding import derive_seed
 
@@ -271,21 +271,6 @@ class RunResult:
         rows = [{k: (float("nan") if v is None else v) for k, v in row.items()} for row in obj["rows"]]
         return cls(obj["key"], obj["spec"], obj["status"], rows, obj.get("gate_stats", {}), obj.get("timings", {}),
                    obj.get("reason", ""))
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write `data` to `path` through a temporary file in the same folder, flushed to disk, then renamed."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class RunStore:

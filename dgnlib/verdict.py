@@ -12,7 +12,6 @@ import inspect
 import json
 import math
 import os
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .atomic import write_via
 from .report import repo_root
 from .stats import spearman, t_interval
 
@@ -370,20 +370,6 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-def _atomic_write(target: Path, write: Callable[[str], Any]) -> Path:
-    """write(tmp) then rename onto target (same folder, so readers never see a partial file)."""
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=target.suffix)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp makes owner-only files; figures are for everyone to read
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
-
-
 def _folder(out_dir: str | os.PathLike) -> Path:
     path = Path(out_dir)
     path = path if path.is_absolute() else repo_root() / path
@@ -432,10 +418,10 @@ def conclude(
             # PDFs carry a creation date and PNGs the software version by default: drop both so that the same
             # numbers give the same bytes.
             meta = {"CreationDate": None} if ext == "pdf" else {"Software": None}
-            _atomic_write(folder / f"{fig_id}.{ext}", lambda tmp, ext=ext, meta=meta: fig.savefig(
+            write_via(folder / f"{fig_id}.{ext}", lambda tmp, ext=ext, meta=meta: fig.savefig(
                 tmp, format=ext, dpi=dpi, bbox_inches="tight", metadata=meta))
     if table is not None:
-        _atomic_write(folder / f"{fig_id}.csv", lambda tmp: table.to_csv(tmp, index=False))
+        write_via(folder / f"{fig_id}.csv", lambda tmp: table.to_csv(tmp, index=False))
     record = _plain({
         "id": fig_id,
         "claim": claim,
@@ -447,7 +433,7 @@ def conclude(
         "parameters": parameters,
     })
     text = json.dumps(record, indent=2, ensure_ascii=False) + "\n"
-    _atomic_write(folder / f"{fig_id}.json", lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    write_via(folder / f"{fig_id}.json", lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
     if failed:
         names = "; ".join(f"{c.kind} check '{c.name}' failed: {c.detail}" for c in failed)
         raise IdentityError(f"figure {fig_id}: {names} (record written to {folder / f'{fig_id}.json'})")

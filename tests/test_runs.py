@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -146,3 +147,18 @@ def test_memory_store_is_what_experiments_use_by_default():
     store = MemoryStore()
     run_sweep([spec()], store, progress=False, device="cpu")
     assert store.keys() == [spec().key()] and store.get(spec().key()).status == "ok"
+
+
+def test_atomic_write_leaves_the_old_file_when_the_writer_fails(tmp_path):
+    from dgnlib.atomic import write_atomic, write_via
+
+    target = tmp_path / "x.json"
+    write_atomic(target, "old")
+
+    def broken(tmp: str) -> None:
+        Path(tmp).write_text("half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        write_via(target, broken)
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["x.json"]

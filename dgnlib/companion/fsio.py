@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from dgnlib.atomic import file_mode, write_atomic  # noqa: F401  (the one atomic writer; re-exported)
+
 HANDLED = (signal.SIGINT, signal.SIGTERM)
 
 
@@ -48,30 +50,6 @@ def sha256_file(path: Path) -> str:
 def digest(obj: Any) -> str:
     """SHA-256 of a JSON-serialisable object in canonical form."""
     return sha256_bytes(json.dumps(obj, sort_keys=True, default=str).encode())
-
-
-def file_mode() -> int:
-    """The mode a new file gets under the current umask (temporary files are created 0600)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-def write_atomic(path: Path, data: str | bytes) -> None:
-    """Write `data` to a temporary file beside `path` (flushed to disk), then rename it onto `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data.encode() if isinstance(data, str) else data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, file_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_json(path: Path, obj: Any) -> None:
