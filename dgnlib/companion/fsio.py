@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from dgnlib.atomic import file_mode, write_atomic  # noqa: F401  (the one atomic writer; re-exported)
+from dgnlib.atomic import file_mode, write_atomic, write_via  # noqa: F401  (the one atomic writer; re-exported)
 
 HANDLED = (signal.SIGINT, signal.SIGTERM)
 
@@ -63,16 +63,8 @@ def move_atomic(src: Path, dst: Path) -> None:
     os.chmod(src, file_mode())
     try:
         os.replace(src, dst)
-    except OSError:
-        fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            shutil.copyfile(src, tmp)
-            os.chmod(tmp, file_mode())
-            os.replace(tmp, dst)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+    except OSError:  # another file system: an atomic copy, then the source goes
+        write_via(dst, lambda tmp: shutil.copyfile(src, tmp))
         Path(src).unlink()
 
 
