@@ -6,6 +6,7 @@ a notebook without a figure yet is listed as "not yet generated".
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, fields
 from pathlib import Path
 
@@ -13,8 +14,34 @@ import pandas as pd
 
 from dgnlib.companion import table
 from dgnlib.companion.fsio import read_json
+from dgnlib.companion.layout import Layout
 
 COLUMNS = [f.name for f in fields(table.Row)]
+RUN_STORE_ENV = "DGN_RUN_STORE"  # set by the runner (and `make nbval`): the run store of the run in progress
+
+
+def run_figures(figures_dir: str, profile: str, root: Path | None = None) -> Path:
+    """The folder whose figures the front page lists: `figures_dir` when given (relative to the root), else the
+    figures of the run this page belongs to.
+
+    Under the runner the run store (DGN_RUN_STORE) names the run: runs/ → figures/, build/runs/<profile>/ →
+    build/figures/<profile>/, any other <folder>/runs → <folder>/figures. Run by hand: build/figures/<profile>/ when
+    that profile has run, else the published figures/.
+    """
+    layout = Layout.at(root)
+    if figures_dir:
+        path = Path(figures_dir)
+        return path if path.is_absolute() else layout.root / path
+    store = os.environ.get(RUN_STORE_ENV, "").strip()
+    if store:
+        store_path = Path(store).resolve()
+        for dest in (layout.destination(profile, publish=True), layout.destination(profile, publish=False)):
+            if dest.runs.resolve() == store_path:
+                return dest.figures
+        if store_path.name == "runs":
+            return store_path.parent / "figures"
+    own = layout.destination(profile, publish=False).figures
+    return own if (own / "MANIFEST.json").is_file() else layout.figures
 
 
 def figure_listing(figures: Path, notebooks: Path) -> pd.DataFrame:
@@ -25,6 +52,9 @@ def figure_listing(figures: Path, notebooks: Path) -> pd.DataFrame:
 
 
 def markdown_table(listing: pd.DataFrame, notebooks: Path) -> str:
-    """The listing as Markdown, notebook links relative to the notebooks folder (where the front page lives)."""
+    """The listing as Markdown, notebook links relative to the notebooks folder (where the front page lives).
+
+    The links name the sibling notebook (`NN_name.ipynb`), so that they also work in a folder of executed copies.
+    """
     rows = [table.Row(**record) for record in listing.to_dict("records")]
     return table.markdown(rows, Path(notebooks).resolve().parent, Path(notebooks).resolve(), thumbnails=False)

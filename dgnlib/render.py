@@ -99,10 +99,14 @@ FIGURE_MENTION = re.compile(r"\b([Ff]igure) (\d\d)\b")
 PROTECTED = re.compile(r"(`[^`]*`|\$[^$]*\$|\[[^\]]*\]\([^)]*\)|\{[a-z]+\}`[^`]*`)")
 
 
-def relink_markdown(text: str, stems: set[str]) -> str:
-    """Links to notebooks point at their pages when present; a link to a page not in this build becomes its text."""
+def relink_markdown(text: str, stems: set[str], suffix: str = ".ipynb") -> str:
+    """Links to notebooks point at their pages when present; a link to a page not in this build becomes its text.
+
+    Markdown cells keep `.ipynb` targets (MyST resolves them to the page); Markdown outputs, which MyST-NB renders
+    as plain CommonMark, need the `.html` page itself.
+    """
     def sub(m: re.Match) -> str:
-        return f"[{m.group(1)}]({m.group(2)}.ipynb{m.group(3) or ''})" if m.group(2) in stems else m.group(1)
+        return f"[{m.group(1)}]({m.group(2)}{suffix}{m.group(3) or ''})" if m.group(2) in stems else m.group(1)
     return NB_LINK.sub(sub, text)
 
 
@@ -207,7 +211,7 @@ def prepare_notebook(path: Path, stems: set[str], prefixes: list[tuple[str, str]
                 data[mime] = _scrub_value(data[mime], prefixes)
                 if mime == "text/markdown":
                     data[mime] = relink_markdown("".join(data[mime]) if isinstance(data[mime], list) else data[mime],
-                                                 stems)
+                                                 stems, ".html")
                 elif mime == "text/html":
                     data[mime] = relink_html("".join(data[mime]) if isinstance(data[mime], list) else data[mime], stems)
     title = title_of(nb, path.stem)
@@ -233,8 +237,36 @@ def figure_record(figures_dir: Path | None, fig_id: str) -> dict:
         return {}
 
 
+def checks_summary(record: dict) -> str | None:
+    """'3 passed' or '1 of 3 failed' from a figure record's identity and sanity checks (None when it lists none)."""
+    # only `verdict.conclude`'s checks (with "passed"); older records listed claim checks ("held") there
+    checks = [c for c in record.get("checks") or [] if isinstance(c, dict) and "passed" in c]
+    if not checks:
+        return None
+    failed = sum(not c.get("passed") for c in checks)
+    return f"{failed} of {len(checks)} failed" if failed else f"{len(checks)} passed"
+
+
+FRONT_PAGE = "00_index"
+RULE_ANCHOR = "how-a-verdict-is-decided"  # the front page's heading that states the verdict rule
+
+
+def verdict_note(stems: Iterable[str]) -> str:
+    """How to read the verdict column: a link to the front page's statement of the rule, else the rule quoted."""
+    if FRONT_PAGE in set(stems):
+        return (f"A verdict is one of *held*, *not held*, *inconclusive* or *invalid*; the "
+                f"[front page]({FRONT_PAGE}.ipynb#{RULE_ANCHOR}) states the rule that decides it. The checks "
+                "column counts each figure's identity and sanity checks, kept apart from its claim.")
+    from dgnlib.verdict import RULE
+
+    quoted = "\n".join(f"> {line}" if line else ">" for line in RULE.splitlines())
+    return ("A verdict is one of *held*, *not held*, *inconclusive* or *invalid*, decided by this rule (from "
+            f"`dgnlib.verdict`):\n\n{quoted}\n\nThe checks column counts each figure's identity and sanity "
+            "checks, kept apart from its claim: a failed one stops its notebook.")
+
+
 def index_markdown(pages: dict[str, dict], missing: list[str], source_label: str, figures_dir: Path | None) -> str:
-    """The root page: what the companion is, one row per page (figure link, verdict, profile), the contents tree."""
+    """The root page: what the companion is, one row per page (figure link, verdict, checks, profile), the contents."""
     rows = []
     for stem, facts in pages.items():
         fig_id = stem[:2]
@@ -242,7 +274,8 @@ def index_markdown(pages: dict[str, dict], missing: list[str], source_label: str
         same_run = record.get("profile") == facts["profile"]
         figure = f"{{ref}}`figure {fig_id} <fig-{fig_id}>`" if facts["labelled"] else "—"
         rows.append(f"| {fig_id} | [{_cell_text(facts['title'])}]({stem}.ipynb) | {figure} | "
-                    f"{_cell_text(record.get('verdict') if same_run else None)} | {_cell_text(facts['profile'])} |")
+                    f"{_cell_text(record.get('verdict') if same_run else None)} | "
+                    f"{_cell_text(checks_summary(record) if same_run else None)} | {_cell_text(facts['profile'])} |")
     absent = ("\n\nNot in this reading copy (no executed notebook): " + ", ".join(f"`{m}`" for m in missing) + "."
               if missing else "")
     toctree = "\n".join(pages)
@@ -250,15 +283,17 @@ def index_markdown(pages: dict[str, dict], missing: list[str], source_label: str
 
 A reproducible companion to C. Lakshminarayanan and A. V. Singh, *Deep Gated Networks: A framework to understand
 training and generalisation in deep learning* (arXiv:2002.03996, 2020). Each page below is one executed notebook: it
-states the claim it tests, derives what it computes, shows the figure and ends with a claim check that records whether
-the claim held on that run. No number here is the paper's own.
+states the claim it tests, derives what it computes, shows the figure and ends with a verdict: whether the claim held
+on that run. No number here is the paper's own.
 
-These pages show the notebooks as executed in `{source_label}`; the verdict column repeats each figure's recorded
-verdict when it comes from the same run.
+These pages show the notebooks as executed in `{source_label}`; the verdict and checks columns repeat each figure's
+record when it comes from the same run.
 
-| id | page | figure | verdict | profile |
-|---|---|---|---|---|
+| id | page | figure | verdict | checks | profile |
+|---|---|---|---|---|---|
 {os.linesep.join(rows)}{absent}
+
+{verdict_note(pages)}
 
 ```{{toctree}}
 :hidden:

@@ -57,7 +57,7 @@ def _one_of_each(name: str, first: tuple[str, ...], second: tuple[str, ...]) -> 
 
 
 SCHEMAS: dict[str, Schema] = {
-    "00_index": Schema({**COMMON, "figures_dir": Str()}),
+    "00_index": Schema({**COMMON, "figures_dir": Str(empty=True)}),
     "01_dgn_paths": Schema(
         {**COMMON, "d_in": Int(min=1), "width": Int(min=1), "depth": Int(min=2), "n_networks": Int(min=1),
          "n_inputs": Int(min=2), "variants": StrList(VARIANTS), "init": Choice("bernoulli", "default"),

@@ -129,7 +129,7 @@ def test_run_cache_publish_failure_and_sources(repo, capsys):
     assert set(published) == {"01", "02"} and published["01"]["executed_notebook"] == "executed/01_flaky.ipynb"
     assert (repo / "executed" / "02_ok.ipynb").is_file()
     readme = (repo / "README.md").read_text()
-    assert "| 01 | claim 01 | [01_flaky](notebooks/01_flaky.ipynb) | held (paper) | paper " in readme
+    assert "| 01 | claim 01 | [01_flaky](executed/01_flaky.ipynb) | held | paper | paper " in readme
     assert '<img src="figures/02.png" width="160">' in readme and "old" not in readme and readme.endswith("end\n")
 
     # 6. --publish for another profile; the smoke folder is untouched by it.

@@ -1,0 +1,132 @@
+"""The front page (00), the README and the one table of figures: the rule quoted, links, no reference outside."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from dgnlib import listing, render
+from dgnlib.companion import table
+from dgnlib.report import repo_root
+from dgnlib.verdict import RULE, VERDICTS
+
+ROOT = repo_root()
+FRONT = ROOT / "notebooks" / "00_index.ipynb"
+
+
+def _markdown(path: Path) -> str:
+    nb = json.loads(path.read_text())
+    return "\n\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown")
+
+
+def _words(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _outside_generated_block(text: str) -> str:
+    """The README without the block the runner writes from the manifest (its rows are not hand-written)."""
+    start, end = text.find(table.README_START), text.find(table.README_END)
+    return text[:start] + text[end:] if 0 <= start < end else text
+
+
+def test_front_page_quotes_the_verdict_rule_word_for_word_once():
+    quotes = re.findall(r"(?:^> .*\n?)+", _markdown(FRONT), re.M)
+    quoted = [_words(re.sub(r"^> ?", "", q, flags=re.M)) for q in quotes]
+    assert quoted.count(_words(RULE)) == 1, "the front page must quote dgnlib.verdict.RULE verbatim, once"
+    text = _markdown(FRONT)
+    assert all(f"**{word}**" in text for word in VERDICTS)
+
+
+def test_front_page_defines_phi_and_the_gate_ranges():
+    text = _markdown(FRONT)
+    assert "paths × inputs" in text and r"H = \Phi^\top \Phi = \Sigma \odot \Lambda" in text
+    assert "(0, 1+\\varepsilon)" in text and "G \\in [0, 1]" in text
+    assert "no number is quoted from it" in text
+
+
+@pytest.mark.parametrize("path", [FRONT, ROOT / "README.md", ROOT / "CONTRIBUTING.md"], ids=lambda p: p.name)
+def test_no_reference_to_a_file_outside_the_repository(path):
+    text = _markdown(path) if path.suffix == ".ipynb" else _outside_generated_block(path.read_text())
+    assert "SPEC" not in text and "../shared" not in text and "/work/" not in text
+
+
+def test_readme_describes_every_reproduce_option():
+    from dgnlib.cli import build_parser
+
+    text = (ROOT / "README.md").read_text()
+    reproduce = build_parser()._subparsers._group_actions[0].choices["reproduce"]
+    options = {s for a in reproduce._actions for s in a.option_strings if s.startswith("--")}
+    options -= {"--help", "--progress", "--no-progress", "--no-publish"}
+    assert options and all(f"`{o}" in text for o in options), sorted(o for o in options if f"`{o}" not in text)
+
+
+def _row(**kw) -> table.Row:
+    base = dict(id="01", claim="c", notebook="01_a", notebook_path="notebooks/01_a.ipynb", profile="paper",
+                verdict="held", run_seconds={"paper": 61.0}, figure=None, executed=None)
+    return table.Row(**{**base, **kw})
+
+
+def test_readme_links_the_committed_executed_copy_and_the_front_page_its_sibling(tmp_path):
+    rows = [_row(executed="executed/01_a.ipynb"), _row(id="02", notebook="02_b", notebook_path="notebooks/02_b.ipynb",
+                                                       executed="build/executed/quick/02_b.ipynb", verdict="not held")]
+    readme = table.markdown(rows, tmp_path, tmp_path, executed=True)
+    assert "| 01 | c | [01_a](executed/01_a.ipynb) | held | paper | paper 1 min 01 s |" in readme
+    assert "[02_b](notebooks/02_b.ipynb) | not held |" in readme  # build/ is not on a code host
+    front = table.markdown(rows, tmp_path, tmp_path / "notebooks", thumbnails=False)
+    assert "[01_a](01_a.ipynb)" in front and "[02_b](02_b.ipynb)" in front
+    assert front.splitlines()[0] == "| id | claim | notebook | verdict | profile | run time |"
+
+
+def test_figure_table_records_the_executed_copy_only_when_it_exists(tmp_path):
+    (tmp_path / "notebooks").mkdir()
+    (tmp_path / "notebooks" / "01_a.ipynb").write_text("{}")
+    (tmp_path / "notebooks" / "02_b.ipynb").write_text("{}")
+    (tmp_path / "executed").mkdir()
+    (tmp_path / "executed" / "01_a.ipynb").write_text("{}")
+    manifest = {"figures": {"01": {"executed_notebook": "executed/01_a.ipynb", "verdict": "held"},
+                            "02": {"executed_notebook": "executed/02_b.ipynb", "verdict": "invalid"}}}
+    rows = {r.id: r for r in table.figure_table(manifest, tmp_path)}
+    assert rows["01"].executed == "executed/01_a.ipynb" and rows["02"].executed is None
+    assert rows["02"].verdict == "invalid"
+
+
+def test_listing_keeps_the_executed_column(tmp_path):
+    (tmp_path / "notebooks").mkdir()
+    (tmp_path / "notebooks" / "01_a.ipynb").write_text("{}")
+    frame = listing.figure_listing(tmp_path / "figures", tmp_path / "notebooks")
+    assert list(frame.columns) == listing.COLUMNS and frame.loc[0, "verdict"] == table.NOT_YET
+    assert "[01_a](01_a.ipynb) | not yet generated | — | — |" in listing.markdown_table(frame, tmp_path / "notebooks")
+
+
+def test_the_front_page_lists_the_figures_of_its_own_run(tmp_path, monkeypatch):
+    monkeypatch.delenv(listing.RUN_STORE_ENV, raising=False)
+    assert listing.run_figures("", "quick", tmp_path) == tmp_path / "figures"  # nothing run yet: the published run
+    (tmp_path / "build" / "figures" / "quick").mkdir(parents=True)
+    (tmp_path / "build" / "figures" / "quick" / "MANIFEST.json").write_text("{}")
+    assert listing.run_figures("", "quick", tmp_path) == tmp_path / "build" / "figures" / "quick"
+    assert listing.run_figures("elsewhere/f", "quick", tmp_path) == tmp_path / "elsewhere" / "f"
+    for store, expected in [(tmp_path / "runs", tmp_path / "figures"),
+                            (tmp_path / "build" / "runs" / "smoke", tmp_path / "build" / "figures" / "smoke"),
+                            (tmp_path / "build" / "nbval" / "runs", tmp_path / "build" / "nbval" / "figures")]:
+        monkeypatch.setenv(listing.RUN_STORE_ENV, str(store))
+        assert listing.run_figures("", "smoke", tmp_path) == expected
+
+
+def test_book_index_links_the_rule_or_quotes_it_and_counts_checks():
+    assert "00_index.ipynb#how-a-verdict-is-decided" in render.verdict_note(["00_index", "01_a"])
+    alone = render.verdict_note(["01_a"])
+    assert _words(RULE) in _words(alone.replace("> ", "").replace("\n>", "\n"))
+    record = {"checks": [{"name": "a", "passed": True}, {"name": "b", "passed": False}]}
+    assert render.checks_summary(record) == "1 of 2 failed"
+    assert render.checks_summary({"checks": [{"passed": True}]}) == "1 passed"
+    assert render.checks_summary({}) is None
+    assert "## How a verdict is decided" in _markdown(FRONT)  # the anchor the note links to
+
+
+def test_markdown_outputs_link_to_html_pages_and_old_claim_lists_are_not_counted_as_checks():
+    out = render.relink_markdown("[01_a](01_a.ipynb) [02_b](02_b.ipynb)", {"01_a"}, ".html")
+    assert out == "[01_a](01_a.html) 02_b"
+    assert render.checks_summary({"checks": [{"claim": "x", "held": False}]}) is None
