@@ -3,6 +3,8 @@
 A path p = (p(0), p(1), …, p(d−1)) picks one input coordinate and one unit in each gated layer, so there are
 P = d_in·w^(d−1) paths, enumerated in row-major order (p(0) slowest). The neural path feature is
 φ_x(p) = x(p(0))·Π_l G_x(p(l), l) and the path value v(p) = Π_l Θ(l)[p(l−1), p(l)]; then ŷ(x) = ⟨φ_x, v⟩.
+Orientation: Φ = `path_matrix` is (paths × inputs), its column s is φ_{x_s}, so that the neural path kernel is
+H = ΦᵀΦ (n × n) and the outputs are Φᵀv; `path_features` gives the same numbers as rows, Φᵀ (n × P).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ def _check_model(model: DGN) -> None:
 
 
 def path_features(model: DGN, x: torch.Tensor) -> torch.Tensor:
-    """Neural path features Φ, shape (n, P), float64."""
+    """Neural path features as rows, one per input: Φᵀ, shape (n, P), float64."""
     _check_model(model)
     x = model._check_input(x).to(torch.float64)
     phi = x
@@ -33,6 +35,11 @@ def path_features(model: DGN, x: torch.Tensor) -> torch.Tensor:
         # φ over paths up to layer l, times the gate of the unit the path picks in layer l
         phi = (phi[:, :, None] * g.to(torch.float64)[:, None, :]).reshape(x.shape[0], -1)
     return phi
+
+
+def path_matrix(model: DGN, x: torch.Tensor) -> torch.Tensor:
+    """Φ, shape (P, n), float64: column s is the path feature φ_{x_s}, so the NPK is ΦᵀΦ and the outputs Φᵀv."""
+    return path_features(model, x).T
 
 
 def path_values(model: DGN, output: int = 0) -> torch.Tensor:

@@ -1,6 +1,6 @@
 """The paper's theory in closed form: the expected NTK with fixed gates, the ideal Gram matrix, Monte Carlo moments.
 
-Setting (SPEC.md section 2): bias-free value network of depth d (d weight layers), gates fixed (they do not depend on
+Setting: bias-free value network of depth d (d weight layers), gates fixed (they do not depend on
 the value weights), value weights i.i.d. ±σ. Then over the weights E[K_0] = d·σ^{2(d−1)}·(Σ ⊙ Λ) exactly, with Λ the
 unnormalised overlap.
 """
@@ -42,8 +42,10 @@ def bernoulli_weights(
     gen = _generator(seed)
     sizes = [d_in] + [width] * (depth - 1) + [1]
     lead = () if draws is None else (draws,)
+    # {0, 1} drawn straight into float64 and mapped in place to ±σ: bit for bit the values of
+    # (randint(0, 2) * 2 − 1) * σ (2σ·1 − σ = σ exactly), about 4× faster for wide layers
     return [
-        (torch.randint(0, 2, (*lead, a, b), generator=gen) * 2 - 1).to(torch.float64) * sigma
+        torch.randint(0, 2, (*lead, a, b), generator=gen, dtype=torch.float64).mul_(2 * sigma).sub_(sigma)
         for a, b in zip(sizes[:-1], sizes[1:])
     ]
 
@@ -55,6 +57,19 @@ def ideal_gram(x: torch.Tensor, depth: int, mu: float) -> torch.Tensor:
     m = mu ** (depth - 1)
     lam = m * torch.ones(n, n, dtype=torch.float64) + (1 - m) * torch.eye(n, dtype=torch.float64)
     return depth * (x @ x.T) * lam
+
+
+def ideal_eigenvalues(x: torch.Tensor, depth: int, mu: float) -> np.ndarray:
+    """Eigenvalues of `ideal_gram` in closed form for unit-norm inputs: d·(μ^{d−1} λ_i(Σ) + 1 − μ^{d−1}), ascending.
+
+    With ‖x_s‖ = 1 the ideal matrix is d·(μ^{d−1} Σ + (1 − μ^{d−1}) I), so its eigenvectors are those of Σ = XXᵀ.
+    """
+    x = x.reshape(x.shape[0], -1).to(torch.float64)
+    norms = x.norm(dim=1)
+    if not torch.allclose(norms, torch.ones_like(norms), rtol=0, atol=1e-12):
+        raise ValueError("the closed-form eigenvalues need unit-norm inputs (every ‖x_s‖ = 1)")
+    m = mu ** (depth - 1)
+    return np.sort(depth * (m * torch.linalg.eigvalsh(x @ x.T).numpy() + 1 - m))
 
 
 def sample_ntk(
@@ -77,18 +92,25 @@ def ntk_moments(
     draws: int,
     seed: int = 0,
     batch: int = 16,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Monte Carlo mean and (unbiased) variance of K_0 over `draws` ±sigma weight draws with the gates fixed."""
+    return_diagonal: bool = False,
+) -> tuple[torch.Tensor, ...]:
+    """Monte Carlo mean and (unbiased) variance of K_0 over `draws` ±sigma weight draws with the gates fixed.
+
+    With return_diagonal, also the diagonal of every draw, (draws, n): what a bootstrap over the draws resamples.
+    """
     if draws < 2:
         raise ValueError(f"draws must be >= 2 to estimate a variance, got {draws}")
     d_in, width, depth = x.reshape(x.shape[0], -1).shape[1], gates[0].shape[1], len(gates) + 1
     total = sq = 0.0
     shift = None
     done, chunk = 0, 0
+    diagonals = []
     while done < draws:
         b = min(batch, draws - done)
         weights = bernoulli_weights(d_in, width, depth, sigma, draws=b, seed=seed * 1_000_003 + chunk)
         k = value_ntk(x, gates, weights)
+        if return_diagonal:
+            diagonals.append(torch.diagonal(k, dim1=-2, dim2=-1).clone())
         if shift is None:  # accumulate around a first sample to keep the variance numerically stable
             shift = k[0]
         total = total + (k - shift).sum(0)
@@ -96,6 +118,8 @@ def ntk_moments(
         done, chunk = done + b, chunk + 1
     mean_dev = total / draws
     var = (sq - draws * mean_dev**2) / (draws - 1)
+    if return_diagonal:
+        return shift + mean_dev, var.clamp_min(0.0), torch.cat(diagonals)
     return shift + mean_dev, var.clamp_min(0.0)
 
 
