@@ -19,6 +19,7 @@ from . import theory
 from .depth import _STREAM_GATES, _STREAM_WEIGHTS, _check_sizes
 from .kernels import value_ntk
 from .seeding import derive_seed
+from .threads import single_thread
 from .verdict import Check, Part
 from .verdict import paired as verdict_paired
 from .verdict import trend as verdict_trend
@@ -37,6 +38,14 @@ from .verdict import trend as verdict_trend
 #   "standard"        the first protocol (σ² = sigma2_w/w, targets × 1): λ_max grows 2–8×, runs oscillate.
 PROTOCOLS = ("centred", "scaled-targets", "ntk", "standard")
 DEFAULT_TARGET_SCALE = {"centred": 0.05, "scaled-targets": 0.05, "ntk": 1.0, "standard": 1.0}
+
+
+def run_seeds(master: int, n_seeds: int) -> list[int]:
+    """The network draws of figure 05: derive_seed(master, 5, k) for k < n_seeds (the seeds bench/05_protocol.md
+    measured with master seed 0)."""
+    if isinstance(n_seeds, bool) or not isinstance(n_seeds, int) or n_seeds < 1:
+        raise ValueError(f"n_seeds must be an integer >= 1, got {n_seeds!r}")
+    return [derive_seed(master, 5, k) for k in range(n_seeds)]
 
 
 def protocol_network(
@@ -164,22 +173,22 @@ def training_sweep(
     target = target_scale * y.to(torch.float64).reshape(-1)
     n, d_in, d_max = x.shape[0], x.shape[1], max(depths)
     run_rows, curve_rows = [], []
-    for width in widths:
-        for s in seeds:
-            all_gates = theory.bernoulli_gates(n, width, d_max, mu, seed=derive_seed(s, _STREAM_GATES, width))
-            all_weights, all_scales = protocol_network(
-                protocol, d_in, width, d_max, sigma2_w, seed=derive_seed(s, _STREAM_WEIGHTS, width)
-            )
-            for depth in depths:
-                weights = [*all_weights[: depth - 1], all_weights[-1]]
-                scales = [*all_scales[: depth - 1], all_scales[-1]]
-                row, curve = train_run(
-                    x, target, all_gates[: depth - 1], weights, scales, max_steps=max_steps, step_scale=step_scale,
-                    tol=tol, window=window, curve_points=curve_points, centre=protocol == "centred",
+    with single_thread():  # small matrices: one thread is faster, and far faster on a busy machine
+        for width in widths:
+            for s in seeds:
+                all_gates = theory.bernoulli_gates(n, width, d_max, mu, seed=derive_seed(s, _STREAM_GATES, width))
+                all_weights, all_scales = protocol_network(
+                    protocol, d_in, width, d_max, sigma2_w, seed=derive_seed(s, _STREAM_WEIGHTS, width)
                 )
-                key = {"width": width, "depth": depth, "seed": s}
-                run_rows.append({**key, **row})
-                curve_rows.append(curve.assign(**key))
+                for depth in depths:
+                    row, curve = train_run(
+                        x, target, all_gates[: depth - 1], [*all_weights[: depth - 1], all_weights[-1]],
+                        [*all_scales[: depth - 1], all_scales[-1]], max_steps=max_steps, step_scale=step_scale,
+                        tol=tol, window=window, curve_points=curve_points, centre=protocol == "centred",
+                    )
+                    key = {"width": width, "depth": depth, "seed": s}
+                    run_rows.append({**key, **row})
+                    curve_rows.append(curve.assign(**key))
     curves = pd.concat(curve_rows, ignore_index=True)
     return pd.DataFrame(run_rows), curves[["width", "depth", "seed", "step", "loss_ratio", "linear_ratio"]]
 

@@ -30,6 +30,7 @@ OPTIMIZERS = ("adam", "sgd", "rmsprop")  # = dgnlib.train.OPTIMIZERS
 MAX_PATHS = 2_000_000  # = dgnlib.paths.MAX_PATHS
 ADAPTING = ("relu", "dnpfl", "flnpf")  # gates that adapt during training, or were learnt by a relu network
 FIXED_RANDOM = ("frnpf-ii", "frnpf-di")  # gates frozen at random values
+PROTOCOLS_05 = ("centred", "scaled-targets", "ntk", "standard")  # = dgnlib.depth_training.PROTOCOLS
 
 COMMON = {
     "profile": Choice(*PROFILES),
@@ -86,6 +87,7 @@ SCHEMAS: dict[str, Schema] = {
     ),
     "05_depth_training": Schema(
         {**COMMON, "n": Int(min=2), "dim": Int(min=1), "mu": FRACTION, "sigma2_w": POSITIVE,
+         "protocol": Choice(*PROTOCOLS_05), "target_scale": Optional(POSITIVE),
          "depths": IntList(3, increasing=True, min=2), "widths": IntList(min=1), "n_seeds": Int(min=1),
          "max_steps": Int(min=1), "step_scale": Float(low=0, high=2, closed="neither"), "tol": FRACTION},
     ),
@@ -98,7 +100,7 @@ SCHEMAS: dict[str, Schema] = {
     "07_npk_alignment": Schema(
         {**COMMON, "neg_class": Int(min=0, max=9), "pos_class": Int(min=0, max=9), "n_train": Int(min=0),
          "probe_per_class": Int(min=1), "depth": Int(min=2), "width": Int(min=1), "optimizer": Choice(*OPTIMIZERS),
-         "lr": POSITIVE, "batch_size": Int(min=1), "epochs": Int(min=1), "device": DEVICE},
+         "lr": POSITIVE, "batch_size": Int(min=1), "epochs": Int(min=1), "n_seeds": Int(min=1), "device": DEVICE},
         [Rule(("neg_class", "pos_class"), "neg_class and pos_class must be two different digits",
               lambda v: v["neg_class"] != v["pos_class"]),
          Rule(("n_train", "probe_per_class"), "n_train must be 0 (all) or even and at least 2 * probe_per_class",

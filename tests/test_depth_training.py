@@ -140,3 +140,12 @@ def test_regime_check_passes_for_lazy_runs_and_fails_for_drifting_ones():
     drifting = lazy.assign(lam_drift_max=3.0)
     assert not depth_training.regime_check(drifting).passed
     assert set(depth_training.regime(lazy).columns) >= {"width", "drift_max", "gap_median", "unstable", "invalid"}
+
+
+def test_protocol_names_repeated_for_the_runner_and_seeds():
+    from dgnlib import schemas
+
+    assert schemas.PROTOCOLS_05 == depth_training.PROTOCOLS
+    assert depth_training.run_seeds(0, 2) == depth_training.run_seeds(0, 5)[:2]
+    with pytest.raises(ValueError, match="n_seeds"):
+        depth_training.run_seeds(0, 0)
