@@ -33,7 +33,9 @@ def output_dir(out_dir: str | os.PathLike = "figures") -> Path:
 def title(text: str, profile: str) -> str:
     """A figure title that names the profile when it is not the paper profile."""
     check_profile(profile)
-    return text if profile == "paper" else f"{text}\n[{profile} profile, not the paper profile: the notebook names what differs]"
+    if profile == "paper":
+        return text
+    return f"{text}\n[{profile} profile, not the paper profile: the notebook names what differs]"
 
 
 def check_profile(profile: str) -> None:
