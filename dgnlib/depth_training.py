@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import theory
+from . import seeding, theory
 from .depth import _STREAM_GATES, _STREAM_WEIGHTS, _check_sizes
 from .kernels import value_ntk
 from .seeding import derive_seed
@@ -43,9 +43,7 @@ DEFAULT_TARGET_SCALE = {"centred": 0.05, "scaled-targets": 0.05, "ntk": 1.0, "st
 def run_seeds(master: int, n_seeds: int) -> list[int]:
     """The network draws of figure 05: derive_seed(master, 5, k) for k < n_seeds (the seeds bench/05_protocol.md
     measured with master seed 0)."""
-    if isinstance(n_seeds, bool) or not isinstance(n_seeds, int) or n_seeds < 1:
-        raise ValueError(f"n_seeds must be an integer >= 1, got {n_seeds!r}")
-    return [derive_seed(master, 5, k) for k in range(n_seeds)]
+    return seeding.run_seeds(master, n_seeds, 5)
 
 
 def protocol_network(

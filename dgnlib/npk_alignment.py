@@ -16,9 +16,9 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from . import seeding
 from .experiments import sweep_history, variant_specs
 from .runs import DataSpec, ModelSpec, RunResult, RunSpec, RunStore
-from .seeding import derive_seed
 from .sweep import Executor, run_sweep
 from .threads import single_thread
 from .verdict import Check, Part, paired
@@ -29,9 +29,7 @@ NU_RTOL = 1.0e-9  # identity: relative change of frnpf-ii's ν allowed (its gate
 
 def run_seeds(master: int, n_seeds: int) -> list[int]:
     """The run seeds of figure 07: derive_seed(master, "07", k) for k < n_seeds."""
-    if isinstance(n_seeds, bool) or not isinstance(n_seeds, int) or n_seeds < 1:
-        raise ValueError(f"n_seeds must be an integer >= 1, got {n_seeds!r}")
-    return [derive_seed(master, "07", k) for k in range(n_seeds)]
+    return seeding.run_seeds(master, n_seeds, "07")
 
 
 def mnist_pair(neg_class: int, pos_class: int, n_train: int, seed: int) -> DataSpec:

@@ -40,3 +40,10 @@ def generator(master: int, *keys: Key, device: str | torch.device = "cpu") -> to
 def numpy_rng(master: int, *keys: Key) -> np.random.Generator:
     """A numpy generator seeded with `derive_seed(master, *keys)`."""
     return np.random.default_rng(derive_seed(master, *keys))
+
+
+def run_seeds(master: int, n: int, *keys: Key) -> list[int]:
+    """The seeds of n independent runs of a sweep: derive_seed(master, *keys, k) for k < n (a prefix is stable)."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"the number of seeds must be an integer >= 1, got {n!r}")
+    return [derive_seed(master, *keys, k) for k in range(n)]

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import verdict
+from . import seeding, verdict
 from .experiments import final_accuracy, sweep_history
 from .runs import DataSpec, ModelSpec, RunResult, RunSpec, RunStore
 from .seeding import derive_seed
@@ -35,9 +35,7 @@ RELU = "relu (hard)"
 
 def run_seeds(master: int, n: int) -> list[int]:
     """The seeds of n independent runs, derived from the master seed (one stream per run index)."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be an integer >= 1, got {n!r}")
-    return [derive_seed(master, "run", r) for r in range(n)]
+    return seeding.run_seeds(master, n, "run")
 
 
 def setting_name(beta: float) -> str:

@@ -147,5 +147,5 @@ def test_protocol_names_repeated_for_the_runner_and_seeds():
 
     assert schemas.PROTOCOLS_05 == depth_training.PROTOCOLS
     assert depth_training.run_seeds(0, 2) == depth_training.run_seeds(0, 5)[:2]
-    with pytest.raises(ValueError, match="n_seeds"):
+    with pytest.raises(ValueError, match="number of seeds"):
         depth_training.run_seeds(0, 0)

@@ -75,7 +75,7 @@ def test_identity_checks_fail_when_fixed_gates_move():
 def test_seeds_and_bad_input():
     assert npk_alignment.run_seeds(0, 3) == npk_alignment.run_seeds(0, 5)[:3]
     assert len(set(npk_alignment.run_seeds(0, 5))) == 5
-    with pytest.raises(ValueError, match="n_seeds"):
+    with pytest.raises(ValueError, match="number of seeds"):
         npk_alignment.run_seeds(0, 0)
     with pytest.raises(ValueError, match="differ"):
         npk_alignment.mnist_pair(4, 4, 0, 0)
