@@ -4,6 +4,11 @@
 model, data and optimiser, `epochs` epochs) as its gate source; the engine trains that relu run first (or finds it
 in the store) and keeps its final weights. Runs are `runs.RunSpec`s, so every run is stored under its hash and a
 sweep that stopped resumes where it stopped.
+
+Two figures share a run when they build the same spec: `run_seeds` gives every figure the same run seeds for the
+same master seed, `image_data` names a data set (not its tensors) and `fc_model` the network, and the specs of
+variants without soft gates carry the default β and ε (which they do not use), so that e.g. figure 06's and 08's
+relu runs of the same protocol have the same key.
 """
 
 from __future__ import annotations
@@ -14,11 +19,44 @@ from collections.abc import Callable, Mapping, Sequence
 import pandas as pd
 
 from . import data as datamod
+from . import verdict
 from .models import DGN, VARIANTS, GatedNet
 from .runs import DataSpec, GateSource, MemoryStore, ModelSpec, RunSpec, RunStore
+from .seeding import derive_seed
 from .sweep import Executor, run_sweep
 
 ModelFactory = Callable[[str, int], GatedNet]
+
+
+def run_seeds(master: int, n: int) -> list[int]:
+    """The seeds of n runs, derive_seed(master, "run", r) for r < n: the first k are the same for every n >= k."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"the number of seeds must be an integer >= 1, got {n!r}")
+    return [derive_seed(master, "run", r) for r in range(n)]
+
+
+def image_data(name: str, n_train: int, n_test: int, val_fraction: float, seed: int) -> DataSpec:
+    """A named data set's DataSpec; n_train / n_test 0 mean the whole split (then the subset seed is irrelevant: 0)."""
+    whole = not n_train and not n_test
+    return DataSpec(name, n_train=n_train or None, n_test=n_test or None, val_fraction=val_fraction,
+                    subset_seed=0 if whole else seed)
+
+
+def fc_model(d_in: int, width: int, depth: int, d_out: int, *, init: str = "glorot", beta: float = 4.0,
+             eps: float = 0.1, bias: bool = True) -> ModelSpec:
+    """The ModelSpec of a fully connected DGN (variant relu; `variant_specs` sets each run's variant)."""
+    return ModelSpec("fc", "relu", beta=beta, eps=eps, bias=bias, init=init, d_in=d_in, width=width, depth=depth,
+                     d_out=d_out)
+
+
+_DEFAULT_BETA, _DEFAULT_EPS = ModelSpec("fc").beta, ModelSpec("fc").eps
+
+
+def for_variant(model: ModelSpec, variant: str) -> ModelSpec:
+    """`model` as `variant`; β and ε, used by dnpfl's soft gates only, are set to their defaults for the others."""
+    if variant == "dnpfl":
+        return model.replace(variant=variant)
+    return model.replace(variant=variant, beta=_DEFAULT_BETA, eps=_DEFAULT_EPS)
 
 
 def dgn_factory(**kwargs) -> ModelFactory:
@@ -41,18 +79,26 @@ def data_spec(data: Mapping | DataSpec, val_fraction: float | None = None) -> Da
 
 
 def variant_specs(
-    model: ModelSpec, data: DataSpec, variants: Sequence[str], seeds: Sequence[int], **train: object
+    model: ModelSpec, data: DataSpec, variants: Sequence[str], seeds: Sequence[int], *,
+    keep_relu_weights: Sequence[int] = (), **train: object
 ) -> dict[tuple[str, int], RunSpec]:
-    """{(variant, seed): RunSpec}; flnpf's gate source is the relu run of its seed, after its last epoch."""
+    """{(variant, seed): RunSpec}; flnpf's gate source is the relu run of its seed, after its last epoch.
+
+    keep_relu_weights: epochs at which the relu runs keep their weights (for another figure that copies their gates
+    at those epochs; not part of the runs' keys).
+    """
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         raise ValueError(f"unknown variants {unknown}: expected some of {', '.join(VARIANTS)}")
     out = {}
     for seed in seeds:
-        relu = RunSpec(model.replace(variant="relu"), data, seed, **train)
+        relu = RunSpec(for_variant(model, "relu"), data, seed, **train)
         for variant in variants:
             source = GateSource(relu, relu.epochs) if variant == "flnpf" else None
-            out[variant, seed] = RunSpec(model.replace(variant=variant), data, seed, gate_source=source, **train)
+            out[variant, seed] = RunSpec(for_variant(model, variant), data, seed, gate_source=source, **train)
+        if "relu" in variants and keep_relu_weights:
+            kept = tuple(sorted({int(e) for e in keep_relu_weights if 0 <= e <= relu.epochs}))
+            out["relu", seed] = out["relu", seed].replace(keep_weights=kept)
     return out
 
 
@@ -81,14 +127,17 @@ def train_variants(
     progress: bool = True,
     store: RunStore | None = None,
     executor: Executor | None = None,
+    keep_relu_weights: Sequence[int] = (),
 ) -> pd.DataFrame:
     """Train every variant for every seed (one sweep); one row per (variant, seed, epoch), `fit`'s columns.
 
     `flnpf` copies the gates of the fully trained `relu` run of the same seed (trained as a dependency if `relu` is
     not among the variants, and then not reported). store: where runs are kept and found (default: in memory).
+    keep_relu_weights: see `variant_specs`.
     """
     specs = variant_specs(model_spec(make_model), data_spec(data, val_fraction), variants, seeds,
-                          optimizer=optimizer, lr=lr, batch_size=batch_size, epochs=epochs, loss=loss)
+                          keep_relu_weights=keep_relu_weights, optimizer=optimizer, lr=lr, batch_size=batch_size,
+                          epochs=epochs, loss=loss)
     results = run_sweep(list(specs.values()), store if store is not None else MemoryStore(), executor=executor,
                         progress=progress, device=device)
     order = sorted(variants, key=lambda v: v != "relu")
@@ -97,7 +146,11 @@ def train_variants(
 
 
 def final_accuracy(history: pd.DataFrame) -> pd.DataFrame:
-    """Per (variant, seed): best-epoch test accuracy, and the test accuracy at the epoch of best validation accuracy."""
+    """Per (variant, seed): best-epoch test accuracy, and the test accuracy at the epoch of best validation accuracy.
+
+    "invalid" is True for a run whose status (when the history has one) is not "ok": a run stopped for non-finite
+    values, whose numbers must not decide anything.
+    """
     rows = []
     for (variant, seed), run in history[history["epoch"] > 0].groupby(["variant", "seed"], sort=False):
         best_val = run.loc[run["val_acc"].idxmax()] if run["val_acc"].notna().any() else run.iloc[-1]
@@ -110,6 +163,7 @@ def final_accuracy(history: pd.DataFrame) -> pd.DataFrame:
                 "val_selected_epoch": int(best_val["epoch"]),
                 "final_train_acc": run["train_acc"].iloc[-1],
                 "final_gates_changed": run["gates_changed"].iloc[-1],
+                "invalid": bool("status" in run and (run["status"] != "ok").any()),
             }
         )
     return pd.DataFrame(rows)
@@ -119,7 +173,35 @@ def summarise(history: pd.DataFrame) -> pd.DataFrame:
     """Per variant: mean and std over seeds of the columns of `final_accuracy`, in the order variants appear."""
     per_seed = final_accuracy(history)
     order = list(dict.fromkeys(per_seed["variant"]))
-    stats = per_seed.drop(columns=["seed", "val_selected_epoch"]).groupby("variant").agg(["mean", "std"])
+    stats = per_seed.drop(columns=["seed", "val_selected_epoch", "invalid"]).groupby("variant").agg(["mean", "std"])
     stats.columns = [f"{a}_{b}" for a, b in stats.columns]
     stats["seeds"] = per_seed.groupby("variant").size()
     return stats.loc[order].reset_index()
+
+
+def beats(
+    per_seed: pd.DataFrame,
+    better: Sequence[str],
+    worse: Sequence[str],
+    *,
+    metric: str = "val_selected_test_acc",
+    key: str = "variant",
+    level: float = 0.95,
+) -> list[verdict.Part]:
+    """One `verdict.paired` part per pair (b, w) of `better` × `worse`: b's `metric` exceeds w's, paired by seed.
+
+    per_seed: `final_accuracy`'s rows (columns key, seed, metric, invalid). A pair is invalid when a run of either
+    is. "Every b beats every w" is held when every part is held (an intersection-union test: each pair at `level`,
+    no multiplicity correction needed, since the claim needs all of them).
+    """
+    parts = []
+    for b in better:
+        for w in worse:
+            a_runs, b_runs = (per_seed[per_seed[key] == v].set_index("seed") for v in (b, w))
+            if a_runs.empty or b_runs.empty:
+                raise ValueError(f"no runs of {b if a_runs.empty else w!r} in per_seed")
+            seeds = [s for s in a_runs.index if s in b_runs.index]
+            bad = [bool(a_runs.loc[s, "invalid"] or b_runs.loc[s, "invalid"]) for s in seeds]
+            parts.append(verdict.paired(a_runs.loc[seeds, metric].to_numpy(), b_runs.loc[seeds, metric].to_numpy(),
+                                        seeds, name=f"{b} > {w}", level=level, invalid=bad))
+    return parts

@@ -5,14 +5,21 @@ pre-activation (the feature network's; for `relu` the network's own). Over the i
 E_x[q_u²] = (E_x q_u)² + Var_x q_u: the first term is the part of the unit's energy that is the same for every input
 (set by biases and by the mean of the input), the second the part that varies with the input. A layer whose share
 Σ_u Var_x q_u / Σ_u E_x[q_u²] is near 0 has gates that are nearly the same for every input.
+
+`dependence_table` stacks `gate_dependence` for several networks (e.g. the frozen feature networks of a sweep's
+frnpf runs, built by `run_network` exactly as the sweep engine builds them) into one table.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
+import numpy as np
 import pandas as pd
 import torch
 
 from .models import GatedNet
+from .runs import RunSpec
 
 
 @torch.no_grad()
@@ -64,3 +71,31 @@ def gate_dependence(model: GatedNet, x: torch.Tensor, batch: int = 256) -> pd.Da
             }
         )
     return pd.DataFrame(rows)
+
+
+def run_network(spec: RunSpec, state: Mapping[str, np.ndarray] | None = None) -> GatedNet:
+    """The network of run `spec` at initialisation, as the sweep engine builds it; with `state` (a stored state dict
+    of the value network, e.g. `RunStore.weights(key, epoch)`), those weights loaded instead.
+
+    For a frozen-gate variant other than flnpf, the feature network at initialisation is the one used throughout
+    training. flnpf's gates come from another run: pass that relu run's spec and its stored state instead.
+    """
+    if spec.gate_source is not None and state is None:
+        raise ValueError("a flnpf run's gates come from its relu run: pass that run's spec and stored weights")
+    model = spec.model.build(spec.init_seed())
+    if state is not None:
+        own = model.state_dict()
+        missing = [k for k in state if k not in own]
+        if missing:
+            raise ValueError(f"state has weights this network does not: {missing[:3]}")
+        model.load_state_dict({**own, **{k: torch.as_tensor(v) for k, v in state.items()}})
+    return model.eval()
+
+
+def dependence_table(networks: Mapping[str, GatedNet], x: torch.Tensor, batch: int = 256) -> pd.DataFrame:
+    """`gate_dependence` of every network, one table: a "network" column (the mapping's keys) and its rows."""
+    if not networks:
+        raise ValueError("networks must name at least one network")
+    frames = [gate_dependence(model, x, batch).assign(network=name) for name, model in networks.items()]
+    out = pd.concat(frames, ignore_index=True)
+    return out[["network", *[c for c in out.columns if c != "network"]]]

@@ -93,9 +93,13 @@ SCHEMAS: dict[str, Schema] = {
     ),
     "06_gate_adaptation_mnist": Schema(
         {**_training(), "variants": StrList(VARIANTS, distinct=True), "beta": POSITIVE,
+         "init": Choice("glorot", "he", "default"),
+         "fixed_gate_inits": StrList(("glorot", "he", "default"), distinct=True, min_len=0),
          "optimizer": Choice("adam", "sgd"), "lr_adam": POSITIVE, "lr_sgd": POSITIVE, "batch_size": Int(min=1),
          "epochs": Int(min=1), "n_seeds": Int(min=1), "device": DEVICE},
-        [_one_of_each("variants", ADAPTING, FIXED_RANDOM)],
+        [_one_of_each("variants", ADAPTING, FIXED_RANDOM),
+         Rule(("init", "fixed_gate_inits"), "fixed_gate_inits must not repeat init (those runs are the protocol's)",
+              lambda v: v["init"] not in v["fixed_gate_inits"])],
     ),
     "07_npk_alignment": Schema(
         {**COMMON, "neg_class": Int(min=0, max=9), "pos_class": Int(min=0, max=9), "n_train": Int(min=0),
@@ -108,11 +112,14 @@ SCHEMAS: dict[str, Schema] = {
     ),
     "08_continuous_gate_learning": Schema(
         {**COMMON, "dataset": Choice("mnist", "fashion-mnist"), **MNIST_SIZES, "val_fraction": FRACTION,
-         "depth": Int(min=2), "width": Int(min=1), "optimizer": Choice(*OPTIMIZERS), "lr": POSITIVE,
-         "batch_size": Int(min=1), "epochs": Int(min=1), "stages": IntList(2, distinct=True, min=0),
-         "n_seeds": Int(min=1), "near_tolerance": POSITIVE, "device": DEVICE},
+         "depth": Int(min=2), "width": Int(min=1), "init": Choice("glorot", "he", "default"),
+         "optimizer": Choice(*OPTIMIZERS), "lr": POSITIVE, "batch_size": Int(min=1), "epochs": Int(min=1),
+         "stages": IntList(3, distinct=True, min=0), "n_seeds": Int(min=1), "near_tolerance": POSITIVE,
+         "device": DEVICE},
         [Rule(("stages", "epochs"), "every stage must be an epoch of the relu run (at most epochs)",
-              lambda v: max(v["stages"]) <= v["epochs"])],
+              lambda v: max(v["stages"]) <= v["epochs"]),
+         Rule(("stages",), "stages must include 0 (the untrained network's gates, the baseline of the claim)",
+              lambda v: 0 in v["stages"])],
     ),
     "09_soft_gating": Schema(
         {**_training(), "betas": FloatList(3, increasing=True, low=0, closed="neither"), "eps": Float(low=0),

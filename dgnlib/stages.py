@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
-from .experiments import ModelFactory, data_spec, final_accuracy, model_spec, sweep_history
+from .experiments import ModelFactory, data_spec, final_accuracy, for_variant, model_spec, sweep_history
 from .models import GatedNet
 from .runs import DataSpec, GateSource, MemoryStore, ModelSpec, RunSpec, RunStore
 from .seeding import derive_seed
@@ -67,11 +67,11 @@ def stage_specs(
     stages = check_stages(stages, epochs)
     out = {}
     for seed in seeds:
-        relu = RunSpec(model.replace(variant="relu"), data, seed, epochs=epochs, keep_weights=tuple(stages), **train)
+        relu = RunSpec(for_variant(model, "relu"), data, seed, epochs=epochs, keep_weights=tuple(stages), **train)
         out["relu", epochs, seed] = relu
-        out["frnpf-ii", None, seed] = RunSpec(model.replace(variant="frnpf-ii"), data, seed, epochs=epochs, **train)
+        out["frnpf-ii", None, seed] = RunSpec(for_variant(model, "frnpf-ii"), data, seed, epochs=epochs, **train)
         for stage in stages:
-            out["flnpf", stage, seed] = RunSpec(model.replace(variant="flnpf"), data, seed, epochs=epochs,
+            out["flnpf", stage, seed] = RunSpec(for_variant(model, "flnpf"), data, seed, epochs=epochs,
                                                 gate_source=GateSource(relu, stage), **train)
     return out
 
@@ -105,6 +105,27 @@ def stage_gates_experiment(
     history = sweep_history(specs, results, ["variant", "stage", "seed"])
     history["stage"] = history["stage"].astype("Int64")
     return history
+
+
+def default_stages(epochs: int) -> list[int]:
+    """0, the powers of two below `epochs`, and `epochs`: the stages figure 08 copies by default."""
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"epochs must be an integer >= 1, got {epochs!r}")
+    return sorted({0, epochs, *(2**k for k in range(epochs.bit_length()) if 2**k < epochs)})
+
+
+def stage_matrix(per_run: pd.DataFrame, metric: str = "val_selected_test_acc") -> tuple[pd.DataFrame, pd.Series]:
+    """(seeds × stages table of the flnpf runs' `metric`, per seed: True when any run of that seed is invalid).
+
+    per_run: `stage_accuracy`'s rows. Rows are seeds in order of appearance, columns the stages in increasing order.
+    """
+    flnpf = per_run[per_run["variant"] == "flnpf"]
+    if flnpf.empty:
+        raise ValueError("per_run has no flnpf runs")
+    table = flnpf.pivot(index="seed", columns="stage", values=metric)
+    table = table.loc[list(dict.fromkeys(flnpf["seed"])), sorted(table.columns)]
+    bad = per_run.groupby("seed", sort=False)["invalid"].any().reindex(table.index).fillna(True).astype(bool)
+    return table, bad
 
 
 def stage_accuracy(history: pd.DataFrame) -> pd.DataFrame:

@@ -46,3 +46,30 @@ def test_linear_has_all_gates_on_and_bad_input_is_an_error():
         gate_dependence(torch.nn.Linear(3, 1), torch.randn(5, 3))
     with pytest.raises(ValueError):
         gate_dependence(DGN(3, 4, 3, seed=0), torch.randn(3))
+
+
+def test_run_network_builds_the_runs_network_and_loads_stored_weights():
+    from dgnlib.experiments import fc_model
+    from dgnlib.gatestats import dependence_table, run_network
+    from dgnlib.runs import DataSpec, GateSource, RunSpec
+
+    data = DataSpec("synthetic", n_train=20, shape=(3,), n_classes=2)
+    frnpf = RunSpec(fc_model(3, 4, 3, 2).replace(variant="frnpf-ii"), data, seed=1)
+    net = run_network(frnpf)
+    again = frnpf.model.build(frnpf.init_seed())  # what the sweep engine trains
+    assert all(torch.equal(a, b) for a, b in zip(net.feature.parameters(), again.feature.parameters()))
+    relu = RunSpec(fc_model(3, 4, 3, 2), data, seed=1, epochs=2)
+    state = {k: torch.full_like(v, 0.5).numpy() for k, v in run_network(relu).state_dict().items()}
+    loaded = run_network(relu, state)
+    assert all(torch.all(p == 0.5) for p in loaded.parameters())
+    flnpf = RunSpec(fc_model(3, 4, 3, 2).replace(variant="flnpf"), data, seed=1, epochs=2,
+                    gate_source=GateSource(relu, 2))
+    with pytest.raises(ValueError, match="relu run"):
+        run_network(flnpf)
+    with pytest.raises(ValueError, match="does not"):
+        run_network(relu, {"nope": state["value.0.weight"]})
+    x = torch.rand(30, 3, generator=torch.Generator().manual_seed(0))  # positive inputs
+    table = dependence_table({"a": net, "b": loaded}, x)
+    assert table["network"].tolist() == ["a"] * 2 + ["b"] * 2 and table.columns[0] == "network"
+    # every weight and bias 0.5 and positive inputs: every pre-activation is positive, every gate always on
+    assert table.loc[table["network"] == "b", "always_on"].tolist() == [1.0, 1.0]

@@ -69,3 +69,30 @@ def test_stage_accuracy_one_row_per_variant_stage_seed():
     flnpf = acc[acc["variant"] == "flnpf"]
     assert flnpf["stage"].tolist() == [0, 1]
     assert acc["best_epoch_test_acc"].between(0, 1).all()
+
+
+def test_default_stages_are_powers_of_two_and_the_end():
+    from dgnlib.stages import default_stages
+
+    assert default_stages(50) == [0, 1, 2, 4, 8, 16, 32, 50]
+    assert default_stages(1) == [0, 1] and default_stages(4) == [0, 1, 2, 4]
+    with pytest.raises(ValueError, match="epochs"):
+        default_stages(0)
+
+
+def test_stage_matrix_seeds_by_stages_with_invalid_seeds():
+    from dgnlib.stages import stage_matrix
+
+    per_run = pd.DataFrame({
+        "variant": ["flnpf", "flnpf", "flnpf", "flnpf", "frnpf-ii", "frnpf-ii"],
+        "stage": pd.array([2, 0, 2, 0, None, None], dtype="Int64"),
+        "seed": [5, 5, 9, 9, 5, 9],
+        "val_selected_test_acc": [0.8, 0.6, 0.7, 0.5, 0.55, 0.52],
+        "invalid": [False, False, False, False, False, True],
+    })
+    table, bad = stage_matrix(per_run)
+    assert list(table.index) == [5, 9] and list(table.columns) == [0, 2]
+    assert table.loc[5, 2] == 0.8 and table.loc[9, 0] == 0.5
+    assert bad.tolist() == [False, True]  # seed 9's frnpf-ii run was invalid
+    with pytest.raises(ValueError, match="flnpf"):
+        stage_matrix(per_run[per_run["variant"] != "flnpf"])
