@@ -19,10 +19,9 @@ from collections.abc import Callable, Mapping, Sequence
 import pandas as pd
 
 from . import data as datamod
-from . import verdict
+from . import seeding, verdict
 from .models import DGN, VARIANTS, GatedNet
 from .runs import DataSpec, GateSource, MemoryStore, ModelSpec, RunSpec, RunStore
-from .seeding import derive_seed
 from .sweep import Executor, run_sweep
 
 ModelFactory = Callable[[str, int], GatedNet]
@@ -30,9 +29,7 @@ ModelFactory = Callable[[str, int], GatedNet]
 
 def run_seeds(master: int, n: int) -> list[int]:
     """The seeds of n runs, derive_seed(master, "run", r) for r < n: the first k are the same for every n >= k."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"the number of seeds must be an integer >= 1, got {n!r}")
-    return [derive_seed(master, "run", r) for r in range(n)]
+    return seeding.run_seeds(master, n, "run")
 
 
 def image_data(name: str, n_train: int, n_test: int, val_fraction: float, seed: int) -> DataSpec:

@@ -24,8 +24,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import seeding, verdict
+from . import verdict
 from .experiments import final_accuracy, sweep_history
+from .experiments import run_seeds as _run_seeds
 from .runs import DataSpec, ModelSpec, RunResult, RunSpec, RunStore
 from .seeding import derive_seed
 from .sweep import Executor, run_sweep
@@ -35,7 +36,7 @@ RELU = "relu (hard)"
 
 def run_seeds(master: int, n: int) -> list[int]:
     """The seeds of n independent runs, derived from the master seed (one stream per run index)."""
-    return seeding.run_seeds(master, n, "run")
+    return _run_seeds(master, n)
 
 
 def setting_name(beta: float) -> str:
