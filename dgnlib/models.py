@@ -1,7 +1,7 @@
 """Deep gated networks: a feature (gating) network whose pre-activations set the gates of a value network.
 
 Layer l of the value network computes q(l) = Θ(l)ᵀ z(l−1) and z(l) = q(l) ⊙ G(l); the output is the last layer's
-pre-activation. The gates G(l) come from the feature network (SPEC.md section 3):
+pre-activation. The gates G(l) come from the feature network (the variants of the follow-up paper, named as there):
 
     relu      G = 1{q > 0} of the value network's own pre-activations (the feature network is the value network)
     frnpf-ii  hard gates of a frozen, independently initialised feature network
