@@ -96,22 +96,13 @@ def probe_writable(folder: Path) -> str | None:
 # Signals
 
 
-def _raise_interrupted(signum: int, frame: Any) -> None:
+def _raise_interrupted(signum: int) -> None:
     raise Interrupted(signum)
 
 
-@contextlib.contextmanager
-def signals_raise() -> Iterator[None]:
+def signals_raise() -> contextlib.AbstractContextManager[None]:
     """While the block runs, SIGINT and SIGTERM raise Interrupted in the main thread (restored afterwards)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {s: signal.signal(s, _raise_interrupted) for s in HANDLED}
-    try:
-        yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
+    return signals_call(_raise_interrupted)
 
 
 @contextlib.contextmanager
