@@ -17,6 +17,7 @@ values never reach another run, since no operation mixes runs).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -29,6 +30,7 @@ from . import data as datamod
 from .runs import RunResult, RunSpec, gate_weight_id
 from .seeding import derive_seed
 from .stacked import StackedDGN
+from .threads import single_thread
 
 REFERENCE = 1000  # gates_changed is measured on the first 1000 training inputs of each run, as in train.fit
 EVAL_CHUNK = 1024
@@ -222,14 +224,22 @@ def train_ensemble(
 
     gate_weights: for flnpf runs, '<relu key>@<epoch>' (`runs.gate_weight_id`) → that relu run's value-network state
     dict. on_epoch(epoch, runs still active) is called after each epoch's metrics (progress bars).
+    On the CPU the group trains on one torch thread, whatever this process's setting: the thread count changes the
+    order of float reductions, and one thread per group, groups side by side (`dgnlib.pool`), is also the fastest.
     """
     from .train import resolve_device
 
     specs = list(specs)
     if not specs or len({s.group_key() for s in specs}) != 1:
         raise ValueError("train_ensemble needs one or more compatible specs (the same RunSpec.group_key())")
-    first = specs[0]
     dev = resolve_device(device)
+    with single_thread() if dev.type == "cpu" else contextlib.nullcontext():
+        return _train(specs, gate_weights, dev, on_epoch)
+
+
+def _train(specs: list[RunSpec], gate_weights: Mapping[str, Mapping[str, np.ndarray]] | None, dev: torch.device,
+           on_epoch: Callable[[int, int], None] | None) -> list[RunResult]:
+    first = specs[0]
     start = time.perf_counter()
     splits = {k: (x.to(dev), y.to(dev)) for k, (x, y) in datamod.materialise(first.data).items()}
     net = StackedDGN(build_models(specs, gate_weights or {})).to(dev)
@@ -312,6 +322,7 @@ def train_ensemble(
         results[i] = RunResult(
             spec.key(), spec.describe(), "ok" if active[pos] else "invalid", rows[pos],
             gate_stats={"gates_changed_layers": layers[pos]},
-            timings={"group_wall_s": wall, "group_eval_s": eval_s, "group_runs": net.R}, reason=reasons[pos],
+            timings={"group_wall_s": wall, "group_eval_s": eval_s, "group_runs": net.R,
+                     "threads": torch.get_num_threads(), "device": dev.type}, reason=reasons[pos],
             weights=weights[pos])
     return results

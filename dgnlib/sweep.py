@@ -29,6 +29,11 @@ from . import data
 from .ensemble import train_ensemble
 from .runs import RunResult, RunSpec, RunStore, gate_weight_id
 
+# At most this many runs train as one ensemble. On the CPU a run's step costs about the same from 4 to 25 runs per
+# group (bench/bench_sweep.py), so small groups lose nothing there and gain: an interrupted sweep loses at most one
+# group per worker, and the workers share the groups evenly. On CUDA a bigger stack would fill the device better.
+MAX_GROUP_RUNS = 8
+
 
 class Executor(Protocol):
     """What `run_sweep` needs of an executor: `map(fn, items)` → iterable of fn(item)."""
@@ -50,16 +55,33 @@ def train_group(task: GroupTask, on_epoch: Callable[[int, int], None] | None = N
     return train_ensemble(task.specs, task.gate_weights, device=task.device, on_epoch=on_epoch)
 
 
-def group_specs(specs: Sequence[RunSpec], max_runs: int | None = None) -> list[tuple[RunSpec, ...]]:
-    """Compatible specs together (first-seen order), each group cut into chunks of at most `max_runs`."""
+def group_specs(specs: Sequence[RunSpec], max_runs: int | None = MAX_GROUP_RUNS) -> list[tuple[RunSpec, ...]]:
+    """Compatible specs together (first-seen order), each group cut into as few chunks of at most `max_runs` as
+    possible, of sizes differing by at most one (None: no cut).
+
+    The groups are a function of the specs alone (never of the workers or cores at hand): a run's float32 numbers
+    depend, in the last bits, on the runs it is stacked with, so a fixed grouping keeps "same seed, same numbers".
+    """
+    if max_runs is not None and max_runs < 1:
+        raise ValueError(f"max_runs must be a positive integer or None, got {max_runs!r}")
     groups: dict[str, list[RunSpec]] = {}
     for spec in specs:
         groups.setdefault(spec.group_key(), []).append(spec)
     out = []
     for members in groups.values():
-        step = max_runs or len(members)
-        out += [tuple(members[i : i + step]) for i in range(0, len(members), step)]
+        chunks = -(-len(members) // (max_runs or len(members)))
+        size, extra = divmod(len(members), chunks)
+        start = 0
+        for c in range(chunks):
+            stop = start + size + (c < extra)
+            out.append(tuple(members[start:stop]))
+            start = stop
     return out
+
+
+def group_cost(specs: Sequence[RunSpec]) -> int:
+    """Relative training cost of a group: run-epochs, a trained feature network (dnpfl) counting twice."""
+    return sum(s.epochs * (2 if s.model.variant == "dnpfl" else 1) for s in specs)
 
 
 class Progress:
@@ -125,18 +147,20 @@ def run_sweep(
     executor: Executor | None = None,
     progress: bool = True,
     device: str = "auto",
-    max_runs: int | None = None,
+    max_runs: int | None = MAX_GROUP_RUNS,
 ) -> dict[str, RunResult]:
     """Train every spec not yet in `store` (ensembles of compatible runs, flnpf after its relu), storing each group's
     results as soon as they are back; returns {key: RunResult} for every spec given (weights not loaded).
 
     With no `executor`, the environment variable DGN_SCHEDULER (set by `dgn reproduce --scheduler`) sends the groups
-    to that Dask cluster (`dgnlib.cluster`); unset, they train in this process.
+    to that Dask cluster (`dgnlib.cluster`); unset, CPU groups train side by side in worker processes on this machine
+    (`dgnlib.pool`: DGN_WORKERS of them, by default one per core; a phase of one group trains in this process), and
+    CUDA groups in this process. The groups of a phase start in order of decreasing cost.
     """
     if executor is None:
-        from . import cluster  # imports Dask only when DGN_SCHEDULER is set
+        from . import cluster, pool  # cluster imports Dask only when DGN_SCHEDULER is set
 
-        executor = cluster.executor_from_env()
+        executor = cluster.executor_from_env() or pool.executor_for(device)
     need = _needed_weights(specs)
     by_key: dict[str, RunSpec] = {}
     for s in specs:  # the same run asked twice: one run, keeping the weights either asks for
@@ -169,6 +193,7 @@ def run_sweep(
                         if weights[wid] is None:
                             raise RuntimeError(f"the relu run {wid} was not stored with the weights flnpf needs")
                 tasks.append(GroupTask(group, weights, device))
+            tasks.sort(key=lambda t: -group_cost(t.specs))  # longest first: the workers finish together
             _execute(tasks, store, executor, bar)
     finally:
         bar.close()
@@ -185,7 +210,7 @@ def _execute(tasks: list[GroupTask], store: RunStore, executor: Executor | None,
     """Run the tasks (in-process, with per-epoch progress, or through the executor) and store each group at once."""
     if not tasks:
         return
-    if executor is None:
+    if executor is None or (getattr(executor, "local", False) and len(tasks) == 1):
         for task in tasks:
             results = train_group(task, on_epoch=lambda epoch, active: bar.epochs_done(active) if epoch else None)
             _store(results, store, bar, counted=True)
@@ -193,6 +218,10 @@ def _execute(tasks: list[GroupTask], store: RunStore, executor: Executor | None,
     names = {s.data.name for task in tasks for s in task.specs} & set(data.NAMES)
     if names and hasattr(executor, "check_data"):  # every worker verifies the files before any training
         executor.check_data(sorted(names))
+    if getattr(executor, "local", False):  # worker processes here: per-epoch progress comes back too
+        for _, results in executor.map_unordered(train_group, tasks, on_epoch=bar.epochs_done):
+            _store(results, store, bar, counted=True)
+        return
     if hasattr(executor, "map_unordered"):  # store each group as soon as it is back, whatever the order
         results_iter: Iterable[list[RunResult]] = (r for _, r in executor.map_unordered(train_group, tasks))
     else:

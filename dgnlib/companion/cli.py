@@ -50,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--scheduler", metavar="ADDRESS", default=None,
                      help="train the sweeps on a Dask cluster, e.g. tcp://127.0.0.1:8786 (default: $DGN_SCHEDULER, "
                           "else in this process)")
+    rep.add_argument("--workers", type=int, default=None, metavar="N",
+                     help="processes that train a sweep's groups side by side on this machine, one thread each "
+                          "(default: $DGN_WORKERS, else the cores divided by --jobs); the numbers do not depend on it")
 
     prep = commands.add_parser("prepare", help="write the parameterised notebooks (not executed) for nbval",
                                epilog=EPILOG, formatter_class=formatter)
@@ -83,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return reproduce(layout, args.profile, args.only, args.sets, publish=args.publish, force=args.force,
                              keep_going=args.keep_going, jobs=args.jobs, progress=args.progress, wait=args.wait,
-                             scheduler=args.scheduler)
+                             scheduler=args.scheduler, workers=args.workers)
         with signals_raise():
             if args.command == "prepare":
                 from dgnlib.companion.reproduce import prepare

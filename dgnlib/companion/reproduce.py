@@ -213,19 +213,37 @@ class Run:
 
 def reproduce(layout: Layout, profile: str, only: str | None = None, sets: Sequence[str] = (), *,
               publish: bool | None = None, force: bool = False, keep_going: bool = False, jobs: int = 1,
-              progress: bool | None = None, wait: bool = False, scheduler: str | None = None) -> int:
+              progress: bool | None = None, wait: bool = False, scheduler: str | None = None,
+              workers: int | None = None) -> int:
     """`dgn reproduce`: run the selected notebooks under a profile; returns the exit status.
 
     `scheduler` (or the environment variable DGN_SCHEDULER): the address of a Dask scheduler that trains the sweeps'
     ensemble groups; it is checked before anything runs, and Dask is imported only when one is given.
+    `workers` (or DGN_WORKERS): processes training the groups of a sweep side by side here (`dgnlib.pool`); by
+    default the usable cores divided by `jobs`.
     """
     with signals_raise():
         try:
             return _reproduce(layout, profile, only, sets, publish, force, keep_going, jobs, progress, wait,
-                              scheduler or os.environ.get("DGN_SCHEDULER") or None)
+                              scheduler or os.environ.get("DGN_SCHEDULER") or None, workers)
         except Interrupted as exc:
             log(f"interrupted ({exc}): nothing half-done was kept; the next run redoes only what is missing")
             return exc.exit_status
+
+
+def _workers(workers: int | None, jobs: int) -> int:
+    """Training processes per notebook: --workers, else DGN_WORKERS, else the usable cores shared by the jobs."""
+    from dgnlib import pool  # no torch: the pool imports it in its workers only
+
+    if workers is None:
+        try:
+            workers = pool.workers_from_env() if os.environ.get(pool.WORKERS_ENV, "").strip() else max(
+                1, pool.usable_cores() // jobs)
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
+    if workers < 1:
+        raise InputError(f"--workers {workers}: expected a positive number of training processes")
+    return workers
 
 
 def _check_scheduler(address: str) -> None:
@@ -242,10 +260,11 @@ def _check_scheduler(address: str) -> None:
 
 def _reproduce(layout: Layout, profile: str, only: str | None, sets: Sequence[str], publish: bool | None,
                force: bool, keep_going: bool, jobs: int, progress: bool | None, wait: bool,
-               scheduler: str | None = None) -> int:
+               scheduler: str | None = None, workers: int | None = None) -> int:
     """The body of `reproduce`, inside its signal handlers."""
     if jobs < 1:
         raise InputError(f"--jobs {jobs}: expected a positive number of notebooks run at once")
+    workers = _workers(workers, jobs)
     started = time.monotonic()
     publish = (profile == "paper") if publish is None else publish
     plan = make_plan(layout, profile, only, sets, publish)
@@ -268,7 +287,7 @@ def _reproduce(layout: Layout, profile: str, only: str | None, sets: Sequence[st
               progress=sys.stderr.isatty() if progress is None else progress)
     env = {params.RUNNER_ENV: run.id, "DGN_RUN_STORE": str(plan.destination.runs),
            "JUPYTER_RUNTIME_DIR": str(run.tmp / "runtime"), "DGN_WIDGETS": "static",
-           **({"DGN_SCHEDULER": scheduler} if scheduler else {}),
+           **({"DGN_SCHEDULER": scheduler} if scheduler else {}), "DGN_WORKERS": str(workers),
            "PYTHONPATH": os.pathsep.join([str(layout.root), *filter(None, [os.environ.get("PYTHONPATH")])])}
     try:
         todo = run.prepare()
