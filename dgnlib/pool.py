@@ -22,7 +22,6 @@ from __future__ import annotations
 import inspect
 import multiprocessing as mp
 import os
-import queue as queuemod
 import signal
 import threading
 import time
@@ -133,7 +132,7 @@ class LocalExecutor:
         if not items:
             return
         ctx = mp.get_context("spawn")
-        progress = ctx.Queue()
+        progress = ctx.SimpleQueue()  # put() writes through at once: a group's last epochs arrive before its result
         pool = ProcessPoolExecutor(min(self.workers, len(items)), mp_context=ctx, initializer=_init,
                                    initargs=(progress, os.getpid()))
         finished = False
@@ -162,11 +161,8 @@ class LocalExecutor:
 
 def _forward(progress: Any, on_epoch: Callable[[int], None] | None) -> None:
     """Pass the workers' per-epoch reports on to on_epoch."""
-    while True:
-        try:
-            _, active = progress.get_nowait()
-        except (queuemod.Empty, OSError, ValueError):
-            return
+    while not progress.empty():
+        _, active = progress.get()
         if on_epoch is not None:
             on_epoch(active)
 
