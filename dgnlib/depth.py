@@ -189,9 +189,13 @@ def conjunction(results: dict, *, name: str, statistic: str, level: float, detai
 
 
 def interior_minimum_part(
-    values: pd.DataFrame, *, name: str, level: float = 0.95, min_draws: int = 3, what: str = "value"
+    values: pd.DataFrame, *, name: str, level: float = 0.95, min_draws: int = 3, what: str = "value",
+    unit: str = "draws", invalid: np.ndarray | None = None,
 ) -> Part:
     """"values (draws × increasing depths, positive) are smallest at an intermediate depth", paired by draw.
+
+    Shared by figures 03 (κ(K_0) over weight draws) and 05 (GD steps over seeds): `unit` names the rows in the text,
+    `invalid` (rows × depths, bool) marks values that come from invalid runs.
 
     For each interior depth c, two paired t comparisons of log values (first depth − c, last depth − c) over the
     draws: c is a robust minimum when both intervals lie above 0. The k interior depths are tested at level
@@ -210,7 +214,7 @@ def interior_minimum_part(
     adj = 1 - (1 - level) / len(interior)
     results = {}
     for k, c in enumerate(interior, start=1):
-        kw = dict(seeds=draws, min_seeds=min_draws, level=adj)
+        kw = dict(seeds=draws, min_seeds=min_draws, level=adj, **({} if invalid is None else {"invalid": invalid}))
         results[c] = (verdict_paired(logs[:, 0], logs[:, k], name=f"d={depths[0]} vs d={c}", **kw),
                       verdict_paired(logs[:, -1], logs[:, k], name=f"d={depths[-1]} vs d={c}", **kw))
     med = values.median(axis=0)
@@ -234,13 +238,13 @@ def interior_minimum_part(
         f", {100 * adj:.2f} % interval [{binding.interval[0]:+.2f}, {binding.interval[1]:+.2f}]")
     detail = (f"median {what} {', '.join(f'd={d}: {med[d]:.3g}' for d in depths)}; d={best} vs the end nearer to it: "
               f"mean log({what} at the end / {what} at d={best}) {binding.estimate:+.2f}{interval} over "
-              f"{len(draws)} draws")
+              f"{len(draws)} {unit}")
     if len(draws) < min_draws:
         word, detail = ("invalid" if word == "invalid" else "inconclusive",
-                        f"{len(draws)} draws: at least {min_draws} are needed to decide; {detail}")
+                        f"{len(draws)} {unit}: at least {min_draws} are needed to decide; {detail}")
     numbers = {"best_depth": best, "level_per_comparison": adj, "median": {str(d): float(med[d]) for d in depths},
                "comparisons": {str(c): {p.name: p.to_dict() for p in pair} for c, pair in results.items()}}
-    return Part(name, word, f"mean over draws of log({what} at an end / {what} at d*), the smaller of the two ends",
+    return Part(name, word, f"mean over {unit} of log({what} at an end / {what} at d*), the smaller of the two ends",
                 binding.estimate, binding.interval, len(draws), adj, "t", detail, numbers)
 
 

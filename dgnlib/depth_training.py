@@ -8,6 +8,7 @@ helps, then hurts" is decided within each width over seeds (`decide_training`), 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 
@@ -17,11 +18,11 @@ import torch
 
 from . import seeding, theory
 from .depth import _STREAM_GATES, _STREAM_WEIGHTS, _check_sizes
+from .depth import interior_minimum_part as depth_interior_minimum
 from .kernels import value_ntk
 from .seeding import derive_seed
 from .threads import single_thread
 from .verdict import Check, Part
-from .verdict import paired as verdict_paired
 from .verdict import trend as verdict_trend
 
 # -- figure 05: training speed -----------------------------------------------------------------------------------
@@ -240,55 +241,13 @@ def steps_by_seed(runs: pd.DataFrame, width: int, max_steps: int) -> tuple[pd.Da
 def interior_minimum_part(
     runs: pd.DataFrame, width: int, max_steps: int, *, level: float = 0.95, min_seeds: int = 3
 ) -> Part:
-    """"At width w, GD is fastest at an intermediate depth", decided over seeds on log steps, paired by seed.
-
-    For each interior depth c, two paired comparisons of log steps (first depth − c, last depth − c): c is a robust
-    minimum when both intervals lie above 0. The union over the k interior depths is tested at level
-    1 − (1 − level)/k each (Bonferroni), so with no effect of depth the part is held at most (1 − level)/2 of the
-    time. held: some interior depth is a robust minimum; not held: for every interior depth one end is faster
-    (its interval lies below 0); inconclusive otherwise (and with fewer than min_seeds seeds); invalid: a run is
-    non-finite. Unreached and unstable runs count as max_steps: failures are slow.
-    """
+    """"At width w, GD is fastest at an intermediate depth": `depth.interior_minimum_part` on log steps, paired by
+    seed (Bonferroni over the interior depths). Unreached and unstable runs count as max_steps: failures are slow; a
+    non-finite run makes the part invalid."""
     steps, _, bad = steps_by_seed(runs, width, max_steps)
-    depths = list(steps.columns)
-    if len(depths) < 3:
-        raise ValueError(f"need at least 3 depths for an interior minimum, got {depths}")
-    logs, seeds = np.log(steps.to_numpy()), list(steps.index)
-    interior = depths[1:-1]
-    adj = 1 - (1 - level) / len(interior)
-    results = {}
-    for k, c in enumerate(interior, start=1):
-        kw = dict(seeds=seeds, min_seeds=min_seeds, level=adj, invalid=bad.to_numpy())
-        results[c] = (verdict_paired(logs[:, 0], logs[:, k], name=f"d={depths[0]} vs d={c}", **kw),
-                      verdict_paired(logs[:, -1], logs[:, k], name=f"d={depths[-1]} vs d={c}", **kw))
-    med = steps.median(axis=0)
-    held = [c for c, (a, b) in results.items() if a.verdict == b.verdict == "held"]
-    if any(a.verdict == "invalid" for a, _ in results.values()):
-        word = "invalid"
-    elif held:
-        word = "held"
-    elif all("not held" in (a.verdict, b.verdict) for a, b in results.values()):
-        word = "not held"
-    else:
-        word = "inconclusive"
-    if held:  # report the robust minimum with the largest worse-end lower bound
-        best = max(held, key=lambda c: min(p.interval[0] for p in results[c]))
-    else:
-        best = int(med[interior].idxmin())
-    binding = min(results[best], key=lambda p: p.estimate if p.interval is None else p.interval[0])
-    detail = (
-        f"median steps {', '.join(f'd={d}: {med[d]:g}' for d in depths)}; d={best} vs the end nearer to it: "
-        f"mean log(steps at the end / steps at d={best}) {binding.estimate:+.2f}"
-        + (f", {100 * adj:.2f} % interval [{binding.interval[0]:+.2f}, {binding.interval[1]:+.2f}]"
-           if binding.interval else "") + f" over {len(seeds)} seeds"
-    )
-    numbers = {
-        "width": width, "best_depth": best, "level_per_comparison": adj, "median_steps": med.to_dict(),
-        "comparisons": {str(c): {p.name: p.to_dict() for p in pair} for c, pair in results.items()},
-    }
-    return Part(f"w = {width}: fewest steps at an intermediate depth", word, "mean over seeds of log(steps at an end "
-                "/ steps at d*), the smaller of the two ends", binding.estimate, binding.interval, len(seeds), adj,
-                "t", detail, numbers)
+    part = depth_interior_minimum(steps, name=f"w = {width}: fewest steps at an intermediate depth", level=level,
+                                  min_draws=min_seeds, what="steps", unit="seeds", invalid=bad.to_numpy())
+    return dataclasses.replace(part, numbers={"width": width, **part.numbers})
 
 
 def cond_trend_part(

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from . import seeding
-from .experiments import sweep_history, variant_specs
+from .comparison import sweep_history, variant_specs
 from .runs import DataSpec, ModelSpec, RunResult, RunSpec, RunStore
 from .sweep import Executor, run_sweep
 from .threads import single_thread

@@ -163,8 +163,12 @@ def _seed_part(
     seed: int,
     detail: str,
     numbers: dict,
+    bounds: tuple[float, float] = (-math.inf, math.inf),
 ) -> Part:
-    """The common path of every part: invalid runs, non-finite values, too few seeds, then the interval's verdict."""
+    """The common path of every part: invalid runs, non-finite values, too few seeds, then the interval's verdict.
+
+    `bounds`: the range the statistic cannot leave (Spearman ρ: [−1, 1]); the interval is clipped to it.
+    """
     n = int(values.size)
     per_seed = {str(k): float(v) for k, v in zip(keys, values)}
     numbers = {"per_seed": per_seed, **numbers}
@@ -188,7 +192,8 @@ def _seed_part(
         est, (lo, hi) = float(values.mean()), np.quantile(boots, [(1 - level) / 2, (1 + level) / 2])
     else:
         raise ValueError(f"unknown method {method!r}: expected 't' or 'bootstrap'")
-    verdict = decide(float(lo), float(hi))
+    lo, hi = max(float(lo), bounds[0]), min(float(hi), bounds[1])
+    verdict = decide(lo, hi)
     detail = f"{detail}; estimate {est:+.3g}, {100 * level:.4g} % interval [{lo:+.3g}, {hi:+.3g}] over {n} seeds"
     if n < min_seeds:
         verdict, detail = "inconclusive", f"{n} seeds: at least {min_seeds} are needed to decide; {detail}"
@@ -263,6 +268,7 @@ def trend(
         name, rho, keys, _flags(invalid, rho.size), statistic="mean over seeds of Spearman ρ(levels, values)",
         decide=lambda lo, hi: _interval_verdict(lo, hi, side), min_seeds=min_seeds, level=level, method="t",
         n_boot=0, seed=0, detail=f"claimed side: ρ {'>' if side == 'greater' else '<'} 0", numbers={"side": side},
+        bounds=(-1.0, 1.0),
     )
 
 

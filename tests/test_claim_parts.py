@@ -1,4 +1,4 @@
-"""Claim parts of figures 02–04 (montecarlo, depth) and the closed forms behind the identities of 01 and 03."""
+"""Claim parts of figures 02–04 (ntk_sampling, depth) and the closed forms behind the identities of 01 and 03."""
 
 import math
 
@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from dgnlib import depth, montecarlo, paths, theory
+from dgnlib import depth, ntk_sampling, paths, theory
 from dgnlib.models import DGN
 
 
@@ -26,24 +26,24 @@ def _curves(slope: float = -0.5, floor: float = 0.0, repeats: int = 4, noise: fl
 
 
 def test_within_error_part_holds_for_monte_carlo_error_and_fails_for_a_wrong_formula():
-    assert montecarlo.within_error_part(_curves(), factor=3.0).verdict == "held"
-    wrong = montecarlo.within_error_part(_curves(floor=0.05), factor=3.0)  # a 5 % error that does not shrink
+    assert ntk_sampling.within_error_part(_curves(), factor=3.0).verdict == "held"
+    wrong = ntk_sampling.within_error_part(_curves(floor=0.05), factor=3.0)  # a 5 % error that does not shrink
     assert wrong.verdict == "not held" and wrong.estimate > 3
-    assert montecarlo.within_error_part(_curves(repeats=2), factor=3.0).verdict == "inconclusive"
-    few = montecarlo.within_error_part(_curves(draws=(10, 50, 100)), factor=3.0)
+    assert ntk_sampling.within_error_part(_curves(repeats=2), factor=3.0).verdict == "inconclusive"
+    few = ntk_sampling.within_error_part(_curves(draws=(10, 50, 100)), factor=3.0)
     assert few.verdict == "inconclusive" and "too few draws" in few.detail
     bad = _curves()
     bad.loc[bad.index[-1], "rel_error"] = float("nan")
-    assert montecarlo.within_error_part(bad, factor=3.0).verdict == "invalid"
+    assert ntk_sampling.within_error_part(bad, factor=3.0).verdict == "invalid"
 
 
 def test_slope_part_holds_at_minus_one_half_and_fails_when_the_error_stops_falling():
-    assert montecarlo.slope_part(_curves(noise=0.05)).verdict == "held"
-    assert montecarlo.slope_part(_curves(slope=-0.1, noise=0.05)).verdict == "not held"
-    assert montecarlo.slope_part(_curves(repeats=2)).verdict == "inconclusive"
-    assert montecarlo.slope_part(_curves(draws=(10, 1000))).verdict == "inconclusive"
+    assert ntk_sampling.slope_part(_curves(noise=0.05)).verdict == "held"
+    assert ntk_sampling.slope_part(_curves(slope=-0.1, noise=0.05)).verdict == "not held"
+    assert ntk_sampling.slope_part(_curves(repeats=2)).verdict == "inconclusive"
+    assert ntk_sampling.slope_part(_curves(draws=(10, 1000))).verdict == "inconclusive"
     with pytest.raises(ValueError, match="contain -1/2"):
-        montecarlo.slope_part(_curves(), slope_range=(-0.4, -0.1))
+        ntk_sampling.slope_part(_curves(), slope_range=(-0.4, -0.1))
 
 
 def _table(values_by_depth: dict, draws: int = 5, noise: float = 0.05, seed: int = 0) -> pd.DataFrame:

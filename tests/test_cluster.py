@@ -289,7 +289,7 @@ def _smoke_specs() -> list:
     """A small sweep of every kind of run: relu, fixed random gates, soft gates, and flnpf after its relu."""
     sweep_runs = pytest.importorskip("dgnlib.runs")
     pytest.importorskip("dgnlib.sweep")
-    from dgnlib.experiments import variant_specs
+    from dgnlib.comparison import variant_specs
 
     model = sweep_runs.ModelSpec("fc", d_in=20, width=16, depth=3, d_out=4)
     data_spec = sweep_runs.DataSpec("synthetic", n_train=100, n_test=40, shape=(20,), n_classes=4)

@@ -49,7 +49,7 @@ def test_linear_has_all_gates_on_and_bad_input_is_an_error():
 
 
 def test_run_network_builds_the_runs_network_and_loads_stored_weights():
-    from dgnlib.experiments import fc_model
+    from dgnlib.comparison import fc_model
     from dgnlib.gatestats import dependence_table, run_network
     from dgnlib.runs import DataSpec, GateSource, RunSpec
 

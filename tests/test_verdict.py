@@ -179,3 +179,11 @@ def test_conclude_records_then_raises_on_a_failed_check(tmp_path):
 def test_parts_table_lists_parts_then_checks():
     df = v.parts_table([v.paired([3.0, 4.0, 5.0], [1.0, 1.0, 1.5], name="a beats b")], [v.Check("x", False, "bad")])
     assert list(df["what"]) == ["claim: a beats b", "identity: x"] and list(df["verdict"]) == ["held", "FAILED"]
+
+
+def test_a_spearman_interval_stays_within_minus_one_and_one():
+    rising = [[1, 2, 3, 4], [1, 2, 3, 4], [1, 3, 2, 4]]  # per-seed ρ = 1, 1, 0.8: the t interval's top is above 1
+    part = v.trend(rising, [1, 2, 3, 4], side="greater")
+    assert part.verdict == "held" and part.interval[1] == 1.0 and -1.0 <= part.interval[0] < 1.0
+    falling = [[4, 3, 2, 1], [4, 3, 2, 1], [4, 2, 3, 1]]
+    assert v.trend(falling, [1, 2, 3, 4], side="less").interval[0] == -1.0

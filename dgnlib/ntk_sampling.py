@@ -17,16 +17,37 @@ import torch
 
 from .depth import conjunction
 from .kernels import ntk
-from .models import GatedNet, init_layer
+from .models import DGN, GatedNet, init_layer
 from .seeding import derive_seed
 from .stats import loglog_slope, t_interval
-from .theory import expected_ntk, ntk_moments
+from .theory import bernoulli_gates, expected_ntk, ntk_moments
 from .verdict import Part, equivalent
 
 
 def _check_draws(draws: int) -> None:
     if isinstance(draws, bool) or not isinstance(draws, (int, np.integer)) or draws < 1:
         raise ValueError(f"draws must be an integer >= 1, got {draws!r}")
+
+
+def fixed_gates(x: torch.Tensor, depth: int, width: int, source: str, mu: float, seed: int) -> list[torch.Tensor]:
+    """Gates held fixed for the inputs x (n, d_in): of a frozen random bias-free feature network (source "network"),
+    or i.i.d. Bernoulli(mu) (source "bernoulli"); one (n, width) tensor per gated layer."""
+    if source == "bernoulli":
+        return bernoulli_gates(x.shape[0], width, depth, mu, seed=seed)
+    if source != "network":
+        raise ValueError(f"source must be 'network' or 'bernoulli', got {source!r}")
+    return DGN(x.shape[1], width, depth, variant="frnpf-ii", bias=False, seed=seed).double().gates(x)
+
+
+def exact_mean(x: torch.Tensor, gates: Sequence[torch.Tensor], sigma: float) -> torch.Tensor:
+    """E[K_0] in closed form (`theory.expected_ntk`); a ValueError when every path is off for every input (a dead
+    narrow random feature network: nothing to estimate)."""
+    exact = expected_ntk(x, gates, sigma)
+    if not exact.abs().max() > 0:
+        depth, width = len(gates) + 1, gates[0].shape[1]
+        raise ValueError(f"at d={depth}, w={width} every path is switched off for every input (a dead narrow random "
+                         "feature network): use larger widths or gate_source='bernoulli'")
+    return exact
 
 
 def ntk_draws(

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
-from .experiments import ModelFactory, data_spec, final_accuracy, for_variant, model_spec, sweep_history
+from .comparison import ModelFactory, data_spec, final_accuracy, for_variant, model_spec, sweep_history
 from .models import GatedNet
 from .runs import DataSpec, GateSource, MemoryStore, ModelSpec, RunSpec, RunStore
 from .seeding import derive_seed
@@ -129,7 +129,7 @@ def stage_matrix(per_run: pd.DataFrame, metric: str = "val_selected_test_acc") -
 
 
 def stage_accuracy(history: pd.DataFrame) -> pd.DataFrame:
-    """Per (variant, stage, seed): `experiments.final_accuracy` (best-epoch and validation-selected test accuracy)."""
+    """Per (variant, stage, seed): `comparison.final_accuracy` (best-epoch and validation-selected test accuracy)."""
     frames = [
         final_accuracy(run).assign(stage=stage) for stage, run in history.groupby("stage", dropna=False, sort=True)
     ]

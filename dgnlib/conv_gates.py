@@ -22,7 +22,7 @@ import torch
 
 from . import data as datamod
 from . import verdict
-from .experiments import final_accuracy, train_variants, variant_specs
+from .comparison import final_accuracy, train_variants, variant_specs
 from .gatestats import gate_dependence
 from .runs import DataSpec, ModelSpec, RunStore
 from .sweep import Executor
@@ -97,7 +97,7 @@ def conv_sweep(
     device: str = "auto",
     progress: bool = True,
 ) -> pd.DataFrame:
-    """Every variant for every seed on every architecture (one `experiments.train_variants` sweep each);
+    """Every variant for every seed on every architecture (one `comparison.train_variants` sweep each);
     train[arch] holds that architecture's optimiser, lr, batch_size, epochs. One row per (architecture, variant,
     seed, epoch) with the engine's metrics and the run's status."""
     frames = []
@@ -109,7 +109,7 @@ def conv_sweep(
 
 
 def per_seed_table(history: pd.DataFrame) -> pd.DataFrame:
-    """Per (architecture, variant, seed): `experiments.final_accuracy`'s columns and the run's status."""
+    """Per (architecture, variant, seed): `comparison.final_accuracy`'s columns and the run's status."""
     frames = []
     for arch, h in history.groupby("architecture", sort=False):
         status = h.groupby(["variant", "seed"])["status"].first().rename("status").reset_index()

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from dgnlib import convgates, data, datafiles, runs, softgates
+from dgnlib import conv_gates, data, datafiles, runs, soft_gating
 
 BATCHES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
 
@@ -45,12 +45,12 @@ def cifar(tmp_path, monkeypatch):
 
 def test_downsample_averages_blocks_and_checks_its_input():
     x = torch.arange(16.0).reshape(1, 1, 4, 4)
-    out = convgates.downsample({"train": (x, torch.tensor([0]))}, 2)["train"][0]
+    out = conv_gates.downsample({"train": (x, torch.tensor([0]))}, 2)["train"][0]
     assert torch.equal(out, torch.tensor([[[[2.5, 4.5], [10.5, 12.5]]]]))
     with pytest.raises(ValueError, match="3×3"):
-        convgates.downsample({"train": (x, torch.tensor([0]))}, 3)
+        conv_gates.downsample({"train": (x, torch.tensor([0]))}, 3)
     with pytest.raises(ValueError, match="integer"):
-        convgates.downsample({"train": (x, torch.tensor([0]))}, 0)
+        conv_gates.downsample({"train": (x, torch.tensor([0]))}, 0)
 
 
 def per_seed(acc_l: list[float], acc_r: list[float], train: float = 1.0) -> pd.DataFrame:
@@ -62,48 +62,48 @@ def per_seed(acc_l: list[float], acc_r: list[float], train: float = 1.0) -> pd.D
 def test_claim_parts_are_paired_and_need_the_fit_threshold():
     seeds = [0, 1, 2, 3]
     good = per_seed([0.9, 0.91, 0.92, 0.905], [0.8, 0.805, 0.81, 0.79])
-    [part] = convgates.claim_parts(good, "vconv", ["relu", "frnpf-ii"], seeds, fit_threshold=0.95)
+    [part] = conv_gates.claim_parts(good, "vconv", ["relu", "frnpf-ii"], seeds, fit_threshold=0.95)
     assert part.verdict == "held" and part.name == "VCONV: relu > frnpf-ii"
     unfit = per_seed([0.9, 0.91, 0.92, 0.905], [0.8, 0.805, 0.81, 0.79], train=0.5)
-    [part] = convgates.claim_parts(unfit, "vconv", ["relu", "frnpf-ii"], seeds, fit_threshold=0.95)
+    [part] = conv_gates.claim_parts(unfit, "vconv", ["relu", "frnpf-ii"], seeds, fit_threshold=0.95)
     assert part.verdict == "inconclusive" and "fit threshold" in part.detail
     worse = per_seed([0.8, 0.805, 0.81, 0.79], [0.9, 0.91, 0.92, 0.905])
-    assert convgates.claim_parts(worse, "vconv", ["relu", "frnpf-ii"], seeds, fit_threshold=0.95)[0].verdict == \
+    assert conv_gates.claim_parts(worse, "vconv", ["relu", "frnpf-ii"], seeds, fit_threshold=0.95)[0].verdict == \
         "not held"
     diverged = good.copy()
     diverged.loc[0, "status"] = "invalid"
-    assert convgates.claim_parts(diverged, "vconv", ["relu", "frnpf-ii"], seeds, fit_threshold=0.95)[0].verdict == \
+    assert conv_gates.claim_parts(diverged, "vconv", ["relu", "frnpf-ii"], seeds, fit_threshold=0.95)[0].verdict == \
         "invalid"
-    assert convgates.claim_parts(good, "vconv", ["relu", "frnpf-ii"], seeds[:2], fit_threshold=0.0)[0].verdict == \
+    assert conv_gates.claim_parts(good, "vconv", ["relu", "frnpf-ii"], seeds[:2], fit_threshold=0.0)[0].verdict == \
         "inconclusive"
 
 
 def test_cifar_path_loader_and_a_tiny_conv_sweep(cifar):
     assert data.available("cifar10")
-    images, info = convgates.conv_data("cifar10", n_train=None, n_test=None, seed=0, val_fraction=0.1,
+    images, info = conv_gates.conv_data("cifar10", n_train=None, n_test=None, seed=0, val_fraction=0.1,
                                        standardize=True, factor=4)
     assert info == {"in_channels": 3, "image_size": 8, "n_train": 100, "n_test": 20, "downsample": 4}
     assert images.name == "inline"
-    full, info_full = convgates.conv_data("cifar10", n_train=50, n_test=10, seed=0, val_fraction=0.1,
+    full, info_full = conv_gates.conv_data("cifar10", n_train=50, n_test=10, seed=0, val_fraction=0.1,
                                           standardize=True)
     assert full.name == "cifar10" and info_full["image_size"] == 32 and info_full["n_train"] == 50
-    seeds = softgates.run_seeds(0, 2)
-    models = {a: convgates.conv_model(a, info, [2, 3], [4], beta=4.0, init="glorot") for a in ("vconv", "gconv")}
+    seeds = soft_gating.run_seeds(0, 2)
+    models = {a: conv_gates.conv_model(a, info, [2, 3], [4], beta=4.0, init="glorot") for a in ("vconv", "gconv")}
     train = {a: dict(optimizer="adam", lr=1e-2, batch_size=16, epochs=2) for a in models}
     store = runs.RunStore(cifar / "runs")
     variants = ["relu", "frnpf-ii", "frnpf-di", "flnpf", "dnpfl"]
-    history = convgates.conv_sweep(models, images, variants, seeds, train, store=store, progress=False)
-    per = convgates.per_seed_table(history)
+    history = conv_gates.conv_sweep(models, images, variants, seeds, train, store=store, progress=False)
+    per = conv_gates.per_seed_table(history)
     assert len(per) == 2 * 5 * 2 and set(per["status"]) == {"ok"}
-    frozen = history[history["variant"].isin(convgates.FROZEN)]
+    frozen = history[history["variant"].isin(conv_gates.FROZEN)]
     assert (frozen["gates_changed"] == 0).all()
-    table = convgates.accuracy_table(per)
+    table = conv_gates.accuracy_table(per)
     assert len(table) == 10 and (table["seeds"] == 2).all()
-    dep = convgates.frozen_gate_dependence(models, images, variants, seeds, train,
-                                           convgates.reference_inputs(images, 50), store)
+    dep = conv_gates.frozen_gate_dependence(models, images, variants, seeds, train,
+                                           conv_gates.reference_inputs(images, 50), store)
     assert set(dep["variant"]) == {"frnpf-ii", "frnpf-di", "flnpf"}
     assert dep["input_share"].between(0, 1).all() and (dep["always_on"] + dep["always_off"] <= 1).all()
-    parts = convgates.claim_parts(per, "gconv", variants, seeds, fit_threshold=0.0)
+    parts = conv_gates.claim_parts(per, "gconv", variants, seeds, fit_threshold=0.0)
     assert len(parts) == 6 and {p.verdict for p in parts} == {"inconclusive"}  # 2 seeds: never decided
 
 

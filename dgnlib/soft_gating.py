@@ -25,8 +25,8 @@ import pandas as pd
 import torch
 
 from . import verdict
-from .experiments import final_accuracy, sweep_history
-from .experiments import run_seeds as _run_seeds
+from .comparison import final_accuracy, sweep_history
+from .comparison import run_seeds as _run_seeds
 from .runs import DataSpec, ModelSpec, RunResult, RunSpec, RunStore
 from .seeding import derive_seed
 from .sweep import Executor, run_sweep
@@ -74,7 +74,7 @@ def soft_gating_sweep(
     """Train (or find in `store`) every setting for every seed; (history, per_seed).
 
     history: one row per (setting, seed, epoch) with the engine's metrics, `beta` (NaN for relu) and `status`.
-    per_seed: one row per (setting, seed): `experiments.final_accuracy`'s columns, plus the best validation accuracy,
+    per_seed: one row per (setting, seed): `comparison.final_accuracy`'s columns, plus the best validation accuracy,
     the final fraction of gates changed in each gated layer (`changed_l1`, ...) and the run's status.
     """
     specs = soft_gating_specs(model, data, betas, seeds, **train)
