@@ -327,8 +327,8 @@ class RunStore:
         return self._path(key, f".e{int(epoch)}.npz").is_file()
 
     def keys(self) -> list[str]:
-        """Keys of every stored run."""
-        return sorted(p.stem for p in self.root.glob("??/*.json"))
+        """Keys of every stored run (a hidden file is a write in flight, not an entry)."""
+        return sorted(p.stem for p in self.root.glob("??/*.json") if not p.name.startswith("."))
 
 
 class MemoryStore(RunStore):

@@ -63,6 +63,10 @@ def test_store_round_trip_atomic_files_and_nan(tmp_path):
     assert store.has_weights(result.key, 2) and not store.has_weights(result.key, 1)
     np.testing.assert_array_equal(store.weights(result.key, 2)["value.0.weight"], np.ones((2, 3)))
     assert store.keys() == [result.key]
+    in_flight = tmp_path / result.key[:2] / f".{result.key}.json.abc123.tmp.json"  # what atomic.write_via makes
+    in_flight.write_text("{")
+    assert store.keys() == [result.key]  # a write in flight is not a stored run
+    in_flight.unlink()
     assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]  # no temporary file left behind
     json.loads((tmp_path / result.key[:2] / f"{result.key}.json").read_text())  # strict JSON (no NaN)
     with pytest.raises(ValueError, match="differs"):
