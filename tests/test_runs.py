@@ -131,22 +131,19 @@ def test_a_sweep_killed_midway_resumes_and_skips_the_runs_it_finished(tmp_path):
     args = [sys.executable, "-c", SCRIPT, str(tmp_path), "4"]
     proc = subprocess.Popen(args, env=env, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 60
-    def entries():  # stored runs; a write in flight (or cut by the kill) is a hidden temporary file, not an entry
-        return [p for p in tmp_path.rglob("*.json") if not p.name.startswith(".")]
-
-    while time.time() < deadline and len(entries()) < 1:
+    store = RunStore(tmp_path)  # its keys() skip a write in flight (or one cut by the kill): not an entry
+    while time.time() < deadline and len(store.keys()) < 1:
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    done = sorted(p.stem for p in entries())
+    done = store.keys()
     assert 1 <= len(done) < 4, "the sweep should have been killed after storing some of its runs"
-    store = RunStore(tmp_path)
     assert all(store.get(k).status == "ok" for k in done)  # every entry that exists is complete
-    stamps = {p: p.stat().st_mtime_ns for p in entries()}
+    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / k[:2] / f"{k}.json" for k in done)}
     rerun = subprocess.run(args, env=env, stderr=subprocess.PIPE, text=True, timeout=120)
     assert rerun.returncode == 0, rerun.stderr
     assert f"{4 - len(done)} runs to train" in rerun.stderr and f"{len(done)} already stored" in rerun.stderr
-    assert len(entries()) == 4
+    assert len(store.keys()) == 4
     assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())  # finished runs were not retrained
 
 
