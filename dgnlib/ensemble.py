@@ -34,6 +34,7 @@ from .threads import single_thread
 
 REFERENCE = 1000  # gates_changed is measured on the first 1000 training inputs of each run, as in train.fit
 EVAL_CHUNK = 1024
+STEPS = ("auto", "dense", "reference")
 
 
 def make_optimizer(name: str, params: Sequence[nn.Parameter], lr: float) -> torch.optim.Optimizer:
@@ -219,6 +220,7 @@ def train_ensemble(
     *,
     device: str = "auto",
     on_epoch: Callable[[int, int], None] | None = None,
+    step: str = "auto",
 ) -> list[RunResult]:
     """Train compatible runs as one ensemble; one `RunResult` per spec, in the order given.
 
@@ -226,19 +228,26 @@ def train_ensemble(
     dict. on_epoch(epoch, runs still active) is called after each epoch's metrics (progress bars).
     On the CPU the group trains on one torch thread, whatever this process's setting: the thread count changes the
     order of float reductions, and one thread per group, groups side by side (`dgnlib.pool`), is also the fastest.
+    step: "auto" trains dense stacks with the hand-written step and gate tables (`dgnlib.dense`), the rest with
+    autograd; "dense" the same without gate tables; "reference" everything with autograd. All three give the same
+    bits (tests/test_dense.py), so the choice changes the speed and never a stored number.
     """
     from .train import resolve_device
 
     specs = list(specs)
+    if step not in STEPS:
+        raise ValueError(f"unknown step {step!r}: expected one of {', '.join(STEPS)}")
     if not specs or len({s.group_key() for s in specs}) != 1:
         raise ValueError("train_ensemble needs one or more compatible specs (the same RunSpec.group_key())")
     dev = resolve_device(device)
     with single_thread() if dev.type == "cpu" else contextlib.nullcontext():
-        return _train(specs, gate_weights, dev, on_epoch)
+        return _train(specs, gate_weights, dev, on_epoch, step)
 
 
 def _train(specs: list[RunSpec], gate_weights: Mapping[str, Mapping[str, np.ndarray]] | None, dev: torch.device,
-           on_epoch: Callable[[int, int], None] | None) -> list[RunResult]:
+           on_epoch: Callable[[int, int], None] | None, step: str) -> list[RunResult]:
+    from . import dense  # it imports this module's loss
+
     first = specs[0]
     start = time.perf_counter()
     splits = {k: (x.to(dev), y.to(dev)) for k, (x, y) in datamod.materialise(first.data).items()}
@@ -260,6 +269,10 @@ def _train(specs: list[RunSpec], gate_weights: Mapping[str, Mapping[str, np.ndar
         probe = (torch.as_tensor(xp), torch.as_tensor(yp))
     evaluator = _Eval(net, ordered, splits, train_idx, val_idx, probe)
     opt = make_optimizer(first.optimizer, net.trainable(), first.lr)
+    fast = None
+    if step != "reference" and dense.supports(net) and x_pool.dim() == 2:
+        table = dense.gate_table(net, x_pool, first.batch_size) if step == "auto" else None
+        fast = dense.DenseStep(net, first.loss, table)
     gens = [torch.Generator().manual_seed(derive_seed(s.seed, "minibatch")) for s in ordered]
     active = [True] * net.R
     rows: list[list[dict]] = [[] for _ in ordered]
@@ -300,10 +313,14 @@ def _train(specs: list[RunSpec], gate_weights: Mapping[str, Mapping[str, np.ndar
         dead = [p for r in range(net.R) if not active[r] for p in _views(net, r)]
         for i in range(0, order.shape[1], first.batch_size):
             idx = order[:, i : i + first.batch_size]
-            out, yb = net(x_pool[idx]), y_pool[idx]
-            loss = per_run_loss(first.loss, out, yb).mean(1)
-            opt.zero_grad(set_to_none=True)
-            loss.sum().backward()
+            if fast is not None:
+                yb = y_pool[idx]
+                loss, out = fast.step(x_pool.index_select(0, idx.flatten()).view(*idx.shape, -1), yb, idx)
+            else:
+                out, yb = net(x_pool[idx]), y_pool[idx]
+                loss = per_run_loss(first.loss, out, yb).mean(1)
+                opt.zero_grad(set_to_none=True)
+                loss.sum().backward()
             nonfinite |= ~torch.isfinite(loss.detach())  # checked once per epoch: no per-step synchronisation
             loss_sum += loss.detach().double() * idx.shape[1]
             correct += per_run_correct(out.detach(), yb).sum(1).double()

@@ -1,0 +1,104 @@
+"""The hand-written dense step and the gate tables give the autograd step's numbers bit for bit."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from dgnlib import dense
+from dgnlib.ensemble import make_optimizer, per_run_loss, train_ensemble
+from dgnlib.models import VARIANTS
+from dgnlib.runs import DataSpec, GateSource, ModelSpec, RunSpec, gate_weight_id
+from dgnlib.stacked import StackedDGN
+
+# 100 training examples, batch 8: 13 steps an epoch, the last one on 4 examples (a partial batch, as in MNIST's epochs
+# of the quick profile); every variant in one stack, so that every slice of the step is exercised.
+DATA = DataSpec("synthetic", n_train=100, n_test=30, shape=(6,), n_classes=3, val_fraction=0.0)
+CONFIGS = [(opt, loss, bias) for opt in ("adam", "sgd", "rmsprop") for loss in ("ce", "mse") for bias in (True, False)]
+LR = {"adam": 1e-2, "sgd": 5e-2, "rmsprop": 1e-3}
+
+
+def _models(bias: bool) -> list:
+    spec = ModelSpec("fc", d_in=6, width=16, depth=4, d_out=3, bias=bias)
+    relu = spec.build(99)
+    out = []
+    for i, v in enumerate(VARIANTS):
+        m = spec.replace(variant=v, beta=1.0 + i).build(i)
+        if v == "flnpf":
+            m.copy_gates_from(relu)
+        out.append(m)
+    return out
+
+
+@pytest.mark.parametrize("optimizer,loss,bias", CONFIGS, ids=["-".join(map(str, c)) for c in CONFIGS])
+def test_dense_step_equals_autograd_bitwise(optimizer, loss, bias):
+    ref, fast = StackedDGN(_models(bias)), StackedDGN(_models(bias))
+    ref_opt = make_optimizer(optimizer, ref.trainable(), LR[optimizer])
+    fast_opt = make_optimizer(optimizer, fast.trainable(), LR[optimizer])
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(64, 6, generator=gen), torch.randint(0, 3, (64,), generator=gen)
+    step = dense.DenseStep(fast, loss, dense.gate_table(fast, x, 8))
+    for _ in range(12):
+        idx = torch.randint(0, 64, (ref.R, 8), generator=gen)
+        out = ref(x[idx])
+        ref_loss = per_run_loss(loss, out, y[idx]).mean(1)
+        ref_opt.zero_grad(set_to_none=True)
+        ref_loss.sum().backward()
+        fast_loss, fast_out = step.step(x[idx], y[idx], idx)
+        assert torch.equal(fast_loss, ref_loss.detach()) and torch.equal(fast_out, out.detach())
+        for p, q in zip(ref.trainable(), fast.trainable()):
+            assert torch.equal(p.grad, q.grad)
+        ref_opt.step()
+        fast_opt.step()
+    for p, q in zip(ref.trainable(), fast.trainable()):
+        assert torch.equal(p, q)
+        for name, state in ref_opt.state[p].items():
+            assert torch.equal(state, fast_opt.state[q][name]), name
+    # a wrong gradient would show: the 12 steps moved every weight
+    assert all(not torch.equal(p, q) for p, q in zip(ref.trainable(), StackedDGN(_models(bias)).trainable())
+               if p.numel())
+
+
+@pytest.mark.parametrize("optimizer,loss", [("adam", "ce"), ("sgd", "mse"), ("rmsprop", "ce")])
+def test_train_ensemble_rows_and_weights_are_identical_whatever_the_step(optimizer, loss):
+    relu = RunSpec(ModelSpec("fc", d_in=6, width=16, depth=4, d_out=3), DATA, 7, optimizer=optimizer,
+                   lr=LR[optimizer], batch_size=8, epochs=2, loss=loss)
+    weights = {gate_weight_id(GateSource(relu, 0)): {k: v.numpy() for k, v in
+                                                      relu.model.build(relu.init_seed()).state_dict().items()}}
+    specs = [relu.replace(model=relu.model.replace(variant=v, beta=2.0), seed=s, keep_weights=(1, 2),
+                          gate_source=GateSource(relu, 0) if v == "flnpf" else None)
+             for s, v in enumerate(VARIANTS)]
+    runs = {step: train_ensemble(specs, weights, device="cpu", step=step) for step in ("reference", "dense", "auto")}
+    for results in (runs["dense"], runs["auto"]):
+        for got, want in zip(results, runs["reference"]):
+            assert got.status == want.status == "ok"
+            # every metric of every epoch, as the store writes them (repr of each float: exact; NaN equals NaN)
+            assert json.dumps(got.rows) == json.dumps(want.rows)
+            for epoch in (1, 2):
+                for name, w in want.weights[epoch].items():
+                    assert np.array_equal(got.weights[epoch][name], w), (got.spec["model"]["variant"], name)
+
+
+def test_gate_table_equals_the_feature_networks_gates():
+    models = _models(True)
+    net = StackedDGN(models)
+    x = torch.randn(37, 6, generator=torch.Generator().manual_seed(1))
+    table = dense.gate_table(net, x, 8)
+    a, b = net.run_slice("hard")
+    assert [m.variant for m in (models[i] for i in net.order[a:b])] == ["frnpf-ii", "frnpf-di", "flnpf"]
+    for k, i in enumerate(net.order[a:b]):
+        gates, _ = models[i]._feature_pass(x)  # the run's own feature network, one example after another
+        for l, g in enumerate(gates):
+            assert table[l].dtype == torch.bool and table[l].shape == (3, 37, 16)
+            assert torch.equal(table[l][k], g > 0), (models[i].variant, l)
+    assert dense.gate_table(StackedDGN([models[0]]), x, 8) is None  # relu alone: no frozen feature network
+
+
+def test_unknown_step_and_conv_stacks_are_refused():
+    spec = RunSpec(ModelSpec("fc", d_in=6, width=16, depth=4, d_out=3), DATA, 0, epochs=1)
+    with pytest.raises(ValueError, match="unknown step"):
+        train_ensemble([spec], step="fast")
+    conv = ModelSpec("conv", in_channels=2, image_size=6, channels=(3,), dense=(8,), d_out=3).build(0)
+    with pytest.raises(ValueError, match="dense layers"):
+        dense.DenseStep(StackedDGN([conv]), "ce")
