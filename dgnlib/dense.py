@@ -20,6 +20,8 @@ pre-activation gets its value-network gate term first, then the direct term of q
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 from .ensemble import per_run_loss
@@ -93,27 +95,40 @@ class DenseStep:
                 z = q * g
         return saved
 
-    def _hard_gates(self, xb: torch.Tensor, idx: torch.Tensor | None) -> list[torch.Tensor]:
-        """Frozen feature networks' gates per gated layer, as float (hard runs, batch, width)."""
+    def _hard_gates(self, xb: torch.Tensor, idx: torch.Tensor | None, check: bool) -> list[torch.Tensor]:
+        """Frozen feature networks' gates per gated layer, as float (hard runs, batch, width).
+
+        With `check`, a step that reads the table also computes the gates and compares: a table that differs in one
+        bit (another BLAS whose rows depend on their batch) is dropped with a warning, and this step uses the gates
+        computed. The engine checks the first step of every epoch.
+        """
         net, (a, b) = self.net, self.hard
+        looked_up = None
         if self.table is not None and idx is not None:
             rows = torch.arange(b - a, device=idx.device)[:, None]
-            return [t[rows, idx[a:b]].to(xb.dtype) for t in self.table]
+            looked_up = [t[rows, idx[a:b]].to(xb.dtype) for t in self.table]
+            if not check:
+                return looked_up
         gates, z = [], xb[a:b]
         for l in range(net.depth - 1):
             q = _product(z, getattr(net, f"hard_w{l}"), getattr(net, f"hard_b{l}"), net.has_bias)
             gates.append((q > 0).to(q.dtype))
             z = torch.relu(q)
+        if looked_up is not None and not all(torch.equal(t, g) for t, g in zip(looked_up, gates)):
+            warnings.warn("the gate table differs from the gates computed in a training step on this device; "
+                          "training goes on without it (same numbers, slower)", RuntimeWarning, stacklevel=3)
+            self.table = None
         return gates
 
     @torch.no_grad()
-    def step(self, xb: torch.Tensor, yb: torch.Tensor, idx: torch.Tensor | None = None
+    def step(self, xb: torch.Tensor, yb: torch.Tensor, idx: torch.Tensor | None = None, check: bool = False
              ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Forward, loss and backward of one step; the gradients land in the parameters' `.grad` buffers."""
+        """Forward, loss and backward of one step; the gradients land in the parameters' `.grad` buffers (`check`:
+        compare the gate table with the gates computed, see `_hard_gates`)."""
         net = self.net
         (s0, s1), (h0, h1), (r0, r1) = self.soft, self.hard, self.self_
         soft = self._soft_forward(xb) if s1 > s0 else None
-        hard = self._hard_gates(xb, idx) if h1 > h0 else None
+        hard = self._hard_gates(xb, idx, check) if h1 > h0 else None
         z, saved = xb, []
         for l in range(net.depth - 1):
             q = _product(z, net.value_w[l], net.value_b[l], net.has_bias)
@@ -175,3 +190,39 @@ class DenseStep:
             self._weight_grads(net.soft_w[l], net.soft_b[l], z, grad)
             if l > 0:
                 gzf = torch.bmm(grad, net.soft_w[l].transpose(1, 2))
+
+
+class OptimizerStep:
+    """`opt.step()`, or for a fused Adam the one kernel call that `opt.step()` ends in, made directly.
+
+    `torch.optim.Adam(fused=True).step()` spends more time in Python (grouping tensors by device, checking state)
+    than in its kernel at this size; after its first step (which creates the state) the same call
+    `torch._fused_adam_` on the same tensors, with the step counts incremented first as torch does, gives the same bits.
+    Any other optimiser or setting goes through `opt.step()`.
+    """
+
+    def __init__(self, opt: torch.optim.Optimizer) -> None:
+        self.opt, self.lists = opt, None
+        group = opt.param_groups[0] if len(opt.param_groups) == 1 else {}
+        self.direct = (isinstance(opt, torch.optim.Adam) and not isinstance(opt, torch.optim.AdamW)
+                       and group.get("fused") and not group.get("amsgrad") and not group.get("maximize")
+                       and not group.get("decoupled_weight_decay") and not group.get("capturable")
+                       and not isinstance(group.get("lr"), torch.Tensor))
+
+    def __call__(self) -> None:
+        """One optimiser step with the gradients in each parameter's `.grad`."""
+        if not self.direct or self.lists is None:
+            self.opt.step()
+            if self.direct:
+                params = self.opt.param_groups[0]["params"]
+                state = [self.opt.state[p] for p in params]
+                self.lists = (params, [p.grad for p in params], [s["exp_avg"] for s in state],
+                              [s["exp_avg_sq"] for s in state], [s["step"] for s in state])
+            return
+        group = self.opt.param_groups[0]
+        params, grads, avgs, sqs, steps = self.lists
+        beta1, beta2 = group["betas"]
+        torch._foreach_add_(steps, 1)
+        torch._fused_adam_(params, grads, avgs, sqs, [], steps, amsgrad=False, lr=group["lr"], beta1=beta1,
+                           beta2=beta2, weight_decay=group["weight_decay"], eps=group["eps"], maximize=False,
+                           grad_scale=None, found_inf=None)

@@ -273,6 +273,7 @@ def _train(specs: list[RunSpec], gate_weights: Mapping[str, Mapping[str, np.ndar
     if step != "reference" and dense.supports(net) and x_pool.dim() == 2:
         table = dense.gate_table(net, x_pool, first.batch_size) if step == "auto" else None
         fast = dense.DenseStep(net, first.loss, table)
+    opt_step = dense.OptimizerStep(opt) if fast is not None else opt.step
     gens = [torch.Generator().manual_seed(derive_seed(s.seed, "minibatch")) for s in ordered]
     active = [True] * net.R
     rows: list[list[dict]] = [[] for _ in ordered]
@@ -315,7 +316,7 @@ def _train(specs: list[RunSpec], gate_weights: Mapping[str, Mapping[str, np.ndar
             idx = order[:, i : i + first.batch_size]
             if fast is not None:
                 yb = y_pool[idx]
-                loss, out = fast.step(x_pool.index_select(0, idx.flatten()).view(*idx.shape, -1), yb, idx)
+                loss, out = fast.step(x_pool.index_select(0, idx.flatten()).view(*idx.shape, -1), yb, idx, i == 0)
             else:
                 out, yb = net(x_pool[idx]), y_pool[idx]
                 loss = per_run_loss(first.loss, out, yb).mean(1)
@@ -326,7 +327,7 @@ def _train(specs: list[RunSpec], gate_weights: Mapping[str, Mapping[str, np.ndar
             correct += per_run_correct(out.detach(), yb).sum(1).double()
             for p, view in dead:
                 view(p.grad).zero_()
-            opt.step()
+            opt_step()
         for r in torch.nonzero(nonfinite).flatten().tolist():
             if active[r]:
                 active[r], reasons[r] = False, f"non-finite training loss in epoch {epoch}"

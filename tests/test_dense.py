@@ -39,6 +39,8 @@ def test_dense_step_equals_autograd_bitwise(optimizer, loss, bias):
     gen = torch.Generator().manual_seed(0)
     x, y = torch.randn(64, 6, generator=gen), torch.randint(0, 3, (64,), generator=gen)
     step = dense.DenseStep(fast, loss, dense.gate_table(fast, x, 8))
+    fast_step = dense.OptimizerStep(fast_opt)
+    assert fast_step.direct == (optimizer == "adam")  # the direct fused call is what this test checks for Adam
     for _ in range(12):
         idx = torch.randint(0, 64, (ref.R, 8), generator=gen)
         out = ref(x[idx])
@@ -50,7 +52,7 @@ def test_dense_step_equals_autograd_bitwise(optimizer, loss, bias):
         for p, q in zip(ref.trainable(), fast.trainable()):
             assert torch.equal(p.grad, q.grad)
         ref_opt.step()
-        fast_opt.step()
+        fast_step()
     for p, q in zip(ref.trainable(), fast.trainable()):
         assert torch.equal(p, q)
         for name, state in ref_opt.state[p].items():
@@ -102,3 +104,16 @@ def test_unknown_step_and_conv_stacks_are_refused():
     conv = ModelSpec("conv", in_channels=2, image_size=6, channels=(3,), dense=(8,), d_out=3).build(0)
     with pytest.raises(ValueError, match="dense layers"):
         dense.DenseStep(StackedDGN([conv]), "ce")
+
+
+def test_a_wrong_gate_table_is_caught_at_a_checked_step_and_dropped():
+    x = torch.randn(40, 6, generator=torch.Generator().manual_seed(2))
+    ref, fast = StackedDGN(_models(True)), StackedDGN(_models(True))
+    table = dense.gate_table(fast, x, 8)
+    table[0][1, 5, 3] ^= True  # one bit off, as another BLAS could make it
+    step = dense.DenseStep(fast, "ce", table)
+    idx = torch.arange(5, 13).expand(ref.R, 8)
+    with pytest.warns(RuntimeWarning, match="gate table differs"):
+        loss, _ = step.step(x[idx], torch.zeros(ref.R, 8, dtype=torch.long), idx, check=True)
+    assert step.table is None
+    assert torch.equal(loss, per_run_loss("ce", ref(x[idx]), torch.zeros(ref.R, 8, dtype=torch.long)).mean(1))
