@@ -1,18 +1,24 @@
-"""Figure 06's paper sweep as one ensemble against one run after another: `.venv/bin/python bench/bench_sweep.py`.
+"""Figure 06's paper sweep as the engine trains it, against one run after another: `python bench/bench_sweep.py`.
 
-30 runs (6 variants × 5 seeds), FC d=6, w=128, batch 32, Adam, synthetic 784-dim inputs and 10 classes, a fixed
-number of optimiser steps per run, trained twice: as the sweep engine trains them (ensembles of at most
-`sweep.MAX_GROUP_RUNS` runs, each a `StackedDGN` with one fused optimiser on one thread, `--threads` of them side by
-side in worker processes, `dgnlib.pool`), and one run after another in this process as `train.fit` trains them, on
-`--threads` threads. Beside them, single-precision GEMM throughput (2048×2048 matmul) with the same threads. Useful
-FLOPs only: 6 × batch × Σ fan_in·fan_out per step per run for the value network, plus the same for the feature
-network where it is trained (dnpfl). The ensemble's time is the wall clock from a common start to the last worker's
-end, spawning and warm-up excluded. The last line is
+30 runs (6 variants × 5 seeds), FC d=6, w=128, batch 32, Adam, synthetic 784-dim inputs and 10 classes. Three
+measurements, made by the same `--threads` worker processes (one torch thread each, one per core), each released by
+a barrier so that they start together, and interleaved: every round measures all three, `--rounds` rounds.
+- peak: single-thread SGEMM (2048×2048, best of 3) in every worker at once, summed: what the cores deliver now. A
+  multi-thread SGEMM is not used: its OpenMP threads spin-wait on each other whenever one is descheduled, so on a
+  shared machine it reads anywhere from a third to all of this.
+- ensemble: the engine's groups (at most `sweep.MAX_GROUP_RUNS` runs, `StackedDGN`, its training step: the
+  hand-written dense step with gate tables and the direct fused Adam, `--step` to choose), longest first over the
+  workers; wall clock from the barrier to the last worker's end.
+- sequential: the same 30 runs one after another as `train.fit` steps them (one model, `torch.optim.Adam`), shared
+  out over the workers: one thread per core, the fair baseline for small networks.
+Useful FLOPs only: 6 × batch × Σ fan_in·fan_out per step per run for the value network, plus the same for the feature
+network where it is trained (dnpfl). The load average is printed with every measurement: on a shared machine the
+numbers are what the cores gave while others worked, and the three rounds show how much that moved them.
+The last line (medians over the rounds) is
 
     sweep: runs=30 threads=T ensemble_gflops=X sequential_gflops=Y peak_gflops=Z speedup=S
 
-and before it a projection of `dgn reproduce --profile paper --only 06` (100 epochs of 54 000 images; per epoch the
-10 000 test images, each run's 6 000 validation images and 1 000 gate-reference inputs, measured here).
+and before it a projection of `dgn reproduce --profile paper --only 06` for that figure's protocol (below).
 """
 
 from __future__ import annotations
@@ -20,20 +26,31 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import statistics
+import sys
 import time
 
 import torch
 
+from dgnlib import dense
 from dgnlib.ensemble import make_optimizer, per_run_loss
 from dgnlib.models import DGN, VARIANTS
-from dgnlib.pool import LocalExecutor
 from dgnlib.stacked import StackedDGN
 from dgnlib.sweep import MAX_GROUP_RUNS
+from dgnlib.threads import single_thread
 
-D_IN, WIDTH, DEPTH, CLASSES, BATCH = 784, 128, 6, 10, 32
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_workers import Workers  # noqa: E402  (a sibling module, importable by the spawned workers)
+
+D_IN, WIDTH, DEPTH, CLASSES, BATCH, SEEDS = 784, 128, 6, 10, 32, 5
 SIZES = [D_IN] + [WIDTH] * (DEPTH - 1) + [CLASSES]
 MACS = sum(a * b for a, b in zip(SIZES[:-1], SIZES[1:]))  # value network
 FEATURE_MACS = sum(a * b for a, b in zip(SIZES[:-2], SIZES[1:-1]))  # the feature network's gated layers
+POOL = 4096  # synthetic training pool (gate tables are built on it, as on the real training set)
+# Figure 06's protocol (notebook defaults = paper profile): 6 variants × 5 seeds with Glorot init, plus frnpf-ii and
+# frnpf-di again with the he and default inits (20 runs); Adam 1e-4, batch 32, 100 epochs on 54 000 images (10 % of
+# 60 000 held out for validation). Phase 1 trains the 45 runs without a gate source, phase 2 the 5 flnpf runs.
+FIG06 = {"epochs": 100, "train": 54_000, "val": 6_000, "test": 10_000, "reference": 1_000, "phase1": 45, "phase2": 5}
 
 
 def useful_flops(variants: list[str]) -> int:
@@ -41,7 +58,7 @@ def useful_flops(variants: list[str]) -> int:
     return sum(6 * BATCH * (MACS + (FEATURE_MACS if v == "dnpfl" else 0)) for v in variants)
 
 
-def models(seeds: int) -> list[DGN]:
+def models(seeds: int = SEEDS) -> list[DGN]:
     """6 variants × `seeds` seeds; flnpf copies the gates of the relu network of its seed."""
     out = []
     for s in range(seeds):
@@ -52,160 +69,212 @@ def models(seeds: int) -> list[DGN]:
     return out
 
 
-def _stack(seeds: int, members: list[int]) -> tuple[StackedDGN, torch.optim.Optimizer]:
-    nets = models(seeds)
-    net = StackedDGN([nets[i] for i in members])
-    return net, make_optimizer("adam", net.trainable(), 1e-4)
-
-
-def _group_steps(task: tuple[int, list[list[int]], int, int, float]) -> tuple[float, float]:
-    """In a worker: build its groups, warm each up, wait for the common start, step each `steps` times in turn;
-    returns (seconds of stepping summed over its groups, wall-clock end)."""
-    seeds, groups, steps, warmup, start_at = task
-    torch.set_num_threads(1)
-    x, y = torch.rand(4096, D_IN), torch.randint(0, CLASSES, (4096,))
-    stacks = [_stack(seeds, g) for g in groups]
-    gen = torch.Generator().manual_seed(0)
-
-    def step(net, opt, idx):
-        loss = per_run_loss("ce", net(x[idx]), y[idx]).mean(1)
-        opt.zero_grad(set_to_none=True)
-        loss.sum().backward()
-        opt.step()
-
-    for net, opt in stacks:
-        for _ in range(warmup):
-            step(net, opt, torch.randint(0, x.shape[0], (net.R, BATCH), generator=gen))
-    if time.time() > start_at:
-        raise RuntimeError("the workers were not ready before the common start: raise the start delay")
-    time.sleep(start_at - time.time())
-    busy = 0.0
-    for net, opt in stacks:
-        idx = torch.randint(0, x.shape[0], (steps, net.R, BATCH), generator=gen)
-        t0 = time.perf_counter()
-        for i in range(steps):
-            step(net, opt, idx[i])
-        busy += time.perf_counter() - t0
-    return busy, time.time()
-
-
-def ensemble_rate(seeds: int, workers: int, steps: int, warmup: int = 10) -> tuple[float, float]:
-    """Seconds per optimiser step of all 6·seeds runs as the engine trains them (groups of at most MAX_GROUP_RUNS,
-    one thread each, `workers` processes side by side, longest groups first); and per run-step in one worker."""
-    n = len(VARIANTS) * seeds
+def groups(n: int = len(VARIANTS) * SEEDS) -> list[list[int]]:
+    """The engine's grouping of n runs (`sweep.group_specs`: fewest chunks of at most MAX_GROUP_RUNS), longest first."""
     chunks = -(-n // MAX_GROUP_RUNS)
     bounds = [round(i * n / chunks) for i in range(chunks + 1)]
-    groups = sorted((list(range(a, b)) for a, b in zip(bounds, bounds[1:])), key=len, reverse=True)
-    per_worker = [groups[w::workers] for w in range(workers)]
-    start_at = time.time() + 30 + 2 * warmup  # spawning, imports and warm-up happen before it
-    tasks = [(seeds, g, steps, warmup, start_at) for g in per_worker if g]
-    out = list(LocalExecutor(workers).map(_group_steps, tasks))
-    wall = max(end for _, end in out) - start_at
-    return wall / steps, sum(busy for busy, _ in out) / steps / n
+    return sorted((list(range(a, b)) for a, b in zip(bounds, bounds[1:])), key=len, reverse=True)
 
 
-def sequential_rate(nets: list[DGN], x: torch.Tensor, y: torch.Tensor, steps: int, warmup: int = 5) -> float:
-    """Seconds per optimiser step of all runs, one run after another, as `train.fit` steps (torch.optim.Adam)."""
+def _data(device: str) -> tuple[torch.Tensor, torch.Tensor]:
     gen = torch.Generator().manual_seed(0)
-    total = 0.0
-    for model in nets:
-        opt = torch.optim.Adam(model.trainable_parameters(), lr=1e-4)
-        idx = torch.randint(0, x.shape[0], (warmup + steps, BATCH), generator=gen)
-        for i in range(warmup + steps):
-            if i == warmup:
-                start = time.perf_counter()
+    x, y = torch.rand(POOL, D_IN, generator=gen), torch.randint(0, CLASSES, (POOL,), generator=gen)
+    return x.to(device), y.to(device)
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def ensemble_task(members: list[list[int]], steps: int, step: str, device: str, warmup: int = 10):
+    """Worker side: build these groups and their step (as `ensemble._train` does), warm up; the returned callable
+    runs `steps` steps of every group in turn."""
+    x, y = _data(device)
+    nets = models()
+    gen = torch.Generator().manual_seed(1)
+    stacks = []
+    for g in members:
+        net = StackedDGN([nets[i] for i in g]).to(device)
+        opt = make_optimizer("adam", net.trainable(), 1e-4)
+        if step == "reference":
+            stacks.append((net, opt, None, opt.step))
+        else:
+            table = dense.gate_table(net, x, BATCH) if step == "auto" else None
+            stacks.append((net, opt, dense.DenseStep(net, "ce", table), dense.OptimizerStep(opt)))
+
+    def one(net, opt, fast, opt_step, idx):
+        if fast is not None:
+            fast.step(x.index_select(0, idx.flatten()).view(*idx.shape, -1), y[idx], idx)
+        else:
+            loss = per_run_loss("ce", net(x[idx]), y[idx]).mean(1)
             opt.zero_grad(set_to_none=True)
-            torch.nn.functional.cross_entropy(model(x[idx[i]]), y[idx[i]]).backward()
-            opt.step()
-        total += time.perf_counter() - start
-    return total / steps
+            loss.sum().backward()
+        opt_step()
+
+    def draw(n, r):
+        return torch.randint(0, POOL, (n, r, BATCH), generator=gen).to(device)
+
+    for s in stacks:
+        for idx in draw(warmup, s[0].R):
+            one(*s, idx)
+    _sync(device)
+    plans = [(s, draw(steps, s[0].R)) for s in stacks]
+
+    def run() -> None:
+        for s, idxs in plans:
+            for idx in idxs:
+                one(*s, idx)
+        _sync(device)
+    return run
+
+
+def sequential_task(runs: list[int], steps: int, device: str, warmup: int = 5):
+    """Worker side: these runs one after another as `train.fit` steps them (one model, torch.optim.Adam)."""
+    x, y = _data(device)
+    nets = [m.to(device) for i, m in enumerate(models()) if i in runs]
+    gen = torch.Generator().manual_seed(2)
+    plans = [(m, torch.optim.Adam(m.trainable_parameters(), lr=1e-4),
+              torch.randint(0, POOL, (warmup + steps, BATCH), generator=gen).to(device)) for m in nets]
+
+    def one(model, opt, idx):
+        opt.zero_grad(set_to_none=True)
+        torch.nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
+        opt.step()
+
+    for model, opt, idxs in plans:
+        for idx in idxs[:warmup]:
+            one(model, opt, idx)
+    _sync(device)
+
+    def run() -> None:
+        for model, opt, idxs in plans:
+            for idx in idxs[warmup:]:
+                one(model, opt, idx)
+        _sync(device)
+    return run
+
+
+def peak_task(device: str, n: int = 2048, repeats: int = 3):
+    """Worker side: SGEMM n×n, best of `repeats`; the callable returns GFLOP/s."""
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    a @ b
+    _sync(device)
+
+    def run() -> float:
+        best = math.inf
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            a @ b
+            _sync(device)
+            best = min(best, time.perf_counter() - t0)
+        return 2 * n**3 / best / 1e9
+    return run
 
 
 @torch.no_grad()
-def eval_rate(nets: list[DGN], x: torch.Tensor, shared: bool, repeats: int = 5) -> float:
-    """Seconds per 1024 evaluation inputs of all runs: one input chunk seen by every run (test set) when `shared`,
-    else each run's own chunk (its validation split, its gate-pattern reference inputs)."""
-    net = StackedDGN(nets).eval()
-    xb = x[:1024] if shared else x[:1024].expand(len(nets), *x[:1024].shape).contiguous()
-    net(xb, shared=shared)
-    return min(_timed(lambda: net(xb, shared=shared)) for _ in range(repeats))
+def eval_seconds(device: str) -> float:
+    """Seconds of evaluation per run and epoch of figure 06 (one thread): the test set shared by every run, each run's
+    own validation split and gate-reference inputs, in chunks of 1024 as `ensemble._Eval` does."""
+    nets = models()
+    net = StackedDGN(nets[:MAX_GROUP_RUNS]).eval().to(device)
+    x, _ = _data(device)
+    xb = x[:1024]
+    own = xb.expand(net.R, *xb.shape).contiguous()
+
+    def best(fn) -> float:
+        fn()
+        times = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            fn()
+            _sync(device)
+            times.append(time.perf_counter() - t0)
+        return min(times)
+
+    shared_s, own_s = best(lambda: net(xb, shared=True)), best(lambda: net(own))
+    per_chunk = FIG06["test"] / 1024 * shared_s + (FIG06["val"] + FIG06["reference"]) / 1024 * own_s
+    return per_chunk / net.R
 
 
-def peak_gflops(n: int = 2048, repeats: int = 5) -> float:
-    """Single-precision GEMM throughput (best of `repeats` n×n matmuls)."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    best = min(_timed(lambda: a @ b) for _ in range(repeats))
-    return 2 * n**3 / best / 1e9
+def projection(run_step_s: float, eval_s: float, workers: int) -> str:
+    """Figure 06's paper training time from a measured run-step (in one worker) and evaluation time per run-epoch:
+    phase 1's groups greedily on the workers, longest first (as `sweep.run_sweep`), then phase 2 in one process."""
+    steps = FIG06["epochs"] * math.ceil(FIG06["train"] / BATCH)
 
+    def group_s(runs: int) -> float:
+        return runs * (run_step_s * steps + FIG06["epochs"] * eval_s)
 
-def batch32_gemm_gflops(runs: int = MAX_GROUP_RUNS, repeats: int = 20) -> float:
-    """Throughput of the batched matrix products alone of one group's step (forward, input and weight gradients of
-    every layer at batch 32, `runs` runs, value network only), on this process's threads: the ceiling of the
-    ensemble's rate, whatever is done around them."""
-    flops, best = 0, math.inf
-    shapes = list(zip(SIZES[:-1], SIZES[1:]))
-    xs = [torch.rand(runs, BATCH, a) for a, _ in shapes]
-    ws = [torch.rand(runs, a, b) for a, b in shapes]
-    gs = [torch.rand(runs, BATCH, b) for _, b in shapes]
-
-    def step():
-        for x, w, g in zip(xs, ws, gs):
-            torch.bmm(x, w), torch.bmm(g, w.transpose(1, 2)), torch.bmm(x.transpose(1, 2), g)
-
-    step()
-    for _ in range(repeats):
-        best = min(best, _timed(step))
-    flops = 6 * BATCH * MACS * runs
-    return flops / best / 1e9
-
-
-def _timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
+    loads = [0.0] * workers
+    for g in groups(FIG06["phase1"]):
+        loads[loads.index(min(loads))] += group_s(len(g))
+    phase1, phase2 = max(loads), group_s(FIG06["phase2"])
+    return (f"projection, dgn reproduce --profile paper --only 06 ({FIG06['phase1']} + {FIG06['phase2']} runs, "
+            f"{FIG06['epochs']} epochs of {steps // FIG06['epochs']} steps, evaluation included) with {workers} "
+            f"workers: phase 1 {phase1 / 3600:.2f} h, phase 2 {phase2 / 3600:.2f} h, total "
+            f"{(phase1 + phase2) / 3600:.2f} h at this round's median rate")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=2, help="cores used: worker processes, and threads elsewhere")
-    parser.add_argument("--steps", type=int, default=200, help="optimiser steps per run (ensemble)")
-    parser.add_argument("--seq-steps", type=int, default=60, help="optimiser steps per run (one after another)")
+    parser.add_argument("--threads", type=int, default=2, help="worker processes, one core and one thread each")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the three measurements")
+    parser.add_argument("--steps", type=int, default=100, help="optimiser steps per group per round (ensemble)")
+    parser.add_argument("--seq-steps", type=int, default=40, help="optimiser steps per run per round (sequential)")
+    parser.add_argument("--step", choices=("auto", "dense", "reference"), default="auto",
+                        help="the ensemble's training step: auto (the engine's: hand-written, gate tables), dense "
+                             "(hand-written, no tables) or reference (autograd)")
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda (then use --threads 1)")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {args.threads} threads; load average {os.getloadavg()}")
-    x, y = torch.rand(4096, D_IN), torch.randint(0, CLASSES, (4096,))
-    nets = models(5)
-    variants = [m.variant for m in nets]
-    peak = peak_gflops()
-    t_ens, per_run = ensemble_rate(5, args.threads, args.steps)
-    t_seq = sequential_rate(nets, x, y, args.seq_steps)
-    torch.set_num_threads(1)
-    core_peak, core_gemm = peak_gflops(), batch32_gemm_gflops()
-    torch.set_num_threads(args.threads)
-    print(f"one core: 2048x2048 GEMM {core_peak:.1f} GFLOP/s; the batch-32 products of one group's step alone "
-          f"{core_gemm:.1f} GFLOP/s ({100 * core_gemm / core_peak:.0f} % of it): the ceiling of the ensemble on "
-          f"{args.threads} cores is about {args.threads * core_gemm:.0f} GFLOP/s "
-          f"({100 * args.threads * core_gemm / peak:.0f} % of peak_gflops)")
+    if args.threads < 1 or args.rounds < 1 or args.steps < 1 or args.seq_steps < 1:
+        parser.error("--threads, --rounds, --steps and --seq-steps must be at least 1")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: torch sees no CUDA device here")
+    variants = [m.variant for m in models()]
     flops = useful_flops(variants)
-    ens, seq = flops / t_ens / 1e9, flops / t_seq / 1e9
-    print(f"ensemble: {1e3 * t_ens:.1f} ms per step of 30 runs ({1e3 * per_run:.2f} ms per run-step in one worker); "
-          f"sequential: {1e3 * t_seq:.1f} ms")
-    # dgn reproduce --profile paper --only 06: phase 1 trains 45 runs (25 glorot runs without a gate source and the
-    # 2 x 10 frnpf runs of the init ablation) in groups of at most 8 on the workers; phase 2 the 5 flnpf runs, one
-    # group in one process. Per epoch: 10 000 test images shared by every run, each run's own 6 000 validation images
-    # and 1 000 gate-pattern reference inputs (train metrics are running means: no pass), on one thread.
-    steps = 100 * math.ceil(54_000 / BATCH)
-    torch.set_num_threads(1)
-    shared_s, own_s = eval_rate(nets, x, shared=True), eval_rate(nets, x, shared=False)
-    eval_run_s = (10_000 / 1024 * shared_s + (6_000 + 1_000) / 1024 * own_s) / len(nets)  # per run and epoch
-    phase1 = (45 * per_run * steps + 45 * 100 * eval_run_s) / args.threads
-    phase2 = 5 * per_run * steps + 5 * 100 * eval_run_s
-    print(f"projection, dgn reproduce --profile paper --only 06 with {args.threads} workers: {steps} steps; phase 1 "
-          f"45 runs / {args.threads} workers = {phase1 / 60:.0f} min, phase 2 5 flnpf runs in one process = "
-          f"{phase2 / 60:.0f} min; total {(phase1 + phase2) / 60:.0f} min (evaluation included)")
-    print(f"sweep: runs=30 threads={args.threads} ensemble_gflops={ens:.1f} sequential_gflops={seq:.1f} "
-          f"peak_gflops={peak:.1f} speedup={t_seq / t_ens:.2f}")
+    n = len(variants)
+    share = [[g for i, g in enumerate(groups()) if i % args.threads == w] for w in range(args.threads)]
+    runs = [[i for i in range(n) if i % args.threads == w] for w in range(args.threads)]
+    print(f"torch {torch.__version__}, device {args.device}, {args.threads} workers of one thread, step {args.step}, "
+          f"{args.rounds} rounds; cpus {os.cpu_count()}; load average at start {_load()}", flush=True)
+    rows: dict[str, list[float]] = {"peak": [], "ensemble": [], "sequential": []}
+    per_run_step = []
+    with Workers(args.threads) as pool:
+        for r in range(1, args.rounds + 1):
+            load = _load()
+            peaks = pool.run([(peak_task, (args.device,))] * args.threads)
+            rows["peak"].append(sum(res for res, _, _ in peaks))
+            ens = pool.run([(ensemble_task, (g, args.steps, args.step, args.device)) for g in share])
+            t_ens = max(wall for _, wall, _ in ens) / args.steps  # seconds per step of all n runs
+            rows["ensemble"].append(flops / t_ens / 1e9)
+            per_run_step.append(max(wall / args.steps / sum(map(len, s)) for (_, wall, _), s in zip(ens, share)))
+            seq = pool.run([(sequential_task, (rs, args.seq_steps, args.device)) for rs in runs])
+            t_seq = max(wall for _, wall, _ in seq) / args.seq_steps
+            rows["sequential"].append(flops / t_seq / 1e9)
+            print(f"round {r}: load average {load} -> {_load()}; peak {rows['peak'][-1]:.1f} GFLOP/s "
+                  f"({' + '.join(f'{p:.1f}' for p, _, _ in peaks)}), ensemble {rows['ensemble'][-1]:.1f} "
+                  f"({1e3 * t_ens:.1f} ms per step of {n} runs), sequential {rows['sequential'][-1]:.1f} "
+                  f"({1e3 * t_seq:.1f} ms); CPU/wall of the workers {_busy(peaks + ens + seq)}", flush=True)
+    med = {k: statistics.median(v) for k, v in rows.items()}
+    for k, v in rows.items():
+        print(f"{k}: min {min(v):.1f} median {med[k]:.1f} max {max(v):.1f} GFLOP/s; rounds within "
+              f"{100 * (max(v) - min(v)) / med[k]:.0f} % of the median")
+    print(f"ensemble at {100 * med['ensemble'] / med['peak']:.1f} % of peak (medians); load average now {_load()}")
+    with single_thread():
+        eval_s = eval_seconds(args.device)
+    print(projection(statistics.median(per_run_step), eval_s, args.threads))
+    print(f"sweep: runs={n} threads={args.threads} ensemble_gflops={med['ensemble']:.1f} "
+          f"sequential_gflops={med['sequential']:.1f} peak_gflops={med['peak']:.1f} "
+          f"speedup={med['ensemble'] / med['sequential']:.2f}")
+
+
+def _busy(results: list[tuple[object, float, float]]) -> str:
+    """Share of the wall clock the workers' threads were on a core: below 100 % they were descheduled."""
+    return f"{100 * sum(c for _, _, c in results) / sum(w for _, w, _ in results):.0f} %"
+
+
+def _load() -> str:
+    return "/".join(f"{v:.2f}" for v in os.getloadavg())
 
 
 if __name__ == "__main__":
