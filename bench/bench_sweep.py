@@ -212,7 +212,7 @@ def projection(run_step_s: float, eval_s: float, workers: int) -> str:
     return (f"projection, dgn reproduce --profile paper --only 06 ({FIG06['phase1']} + {FIG06['phase2']} runs, "
             f"{FIG06['epochs']} epochs of {steps // FIG06['epochs']} steps, evaluation included) with {workers} "
             f"workers: phase 1 {phase1 / 3600:.2f} h, phase 2 {phase2 / 3600:.2f} h, total "
-            f"{(phase1 + phase2) / 3600:.2f} h at this round's median rate")
+            f"{(phase1 + phase2) / 3600:.2f} h at the median rate of the rounds")
 
 
 def main() -> None:
@@ -225,6 +225,9 @@ def main() -> None:
                         help="the ensemble's training step: auto (the engine's: hand-written, gate tables), dense "
                              "(hand-written, no tables) or reference (autograd)")
     parser.add_argument("--device", default="cpu", help="cpu, or cuda (then use --threads 1)")
+    parser.add_argument("--levers", action="store_true",
+                        help="also time the ensemble with the other two steps in every round (interleaved), and print "
+                             "each one's speed relative to the reference (autograd) step")
     args = parser.parse_args()
     if args.threads < 1 or args.rounds < 1 or args.steps < 1 or args.seq_steps < 1:
         parser.error("--threads, --rounds, --steps and --seq-steps must be at least 1")
@@ -239,6 +242,7 @@ def main() -> None:
           f"{args.rounds} rounds; cpus {os.cpu_count()}; load average at start {_load()}", flush=True)
     rows: dict[str, list[float]] = {"peak": [], "ensemble": [], "sequential": []}
     per_run_step = []
+    levers: dict[str, list[float]] = {}  # step -> seconds per step of all runs, per round
     with Workers(args.threads) as pool:
         for r in range(1, args.rounds + 1):
             load = _load()
@@ -248,6 +252,10 @@ def main() -> None:
             t_ens = max(wall for _, wall, _ in ens) / args.steps  # seconds per step of all n runs
             rows["ensemble"].append(flops / t_ens / 1e9)
             per_run_step.append(max(wall / args.steps / sum(map(len, s)) for (_, wall, _), s in zip(ens, share)))
+            for other in (s for s in ("reference", "dense", "auto") if args.levers and s != args.step):
+                res = pool.run([(ensemble_task, (g, args.steps, other, args.device)) for g in share])
+                levers.setdefault(other, []).append(max(wall for _, wall, _ in res) / args.steps)
+            levers.setdefault(args.step, []).append(t_ens)
             seq = pool.run([(sequential_task, (rs, args.seq_steps, args.device)) for rs in runs])
             t_seq = max(wall for _, wall, _ in seq) / args.seq_steps
             rows["sequential"].append(flops / t_seq / 1e9)
@@ -259,6 +267,10 @@ def main() -> None:
     for k, v in rows.items():
         print(f"{k}: min {min(v):.1f} median {med[k]:.1f} max {max(v):.1f} GFLOP/s; rounds within "
               f"{100 * (max(v) - min(v)) / med[k]:.0f} % of the median")
+    if args.levers:
+        ref = levers["reference"]
+        print("levers (ensemble speed against the autograd step, per round): " + "; ".join(
+            f"{k} " + " ".join(f"{a / b:.2f}x" for a, b in zip(ref, v)) for k, v in levers.items() if k != "reference"))
     print(f"ensemble at {100 * med['ensemble'] / med['peak']:.1f} % of peak (medians); load average now {_load()}")
     with single_thread():
         eval_s = eval_seconds(args.device)
