@@ -117,3 +117,17 @@ def test_a_wrong_gate_table_is_caught_at_a_checked_step_and_dropped():
         loss, _ = step.step(x[idx], torch.zeros(ref.R, 8, dtype=torch.long), idx, check=True)
     assert step.table is None
     assert torch.equal(loss, per_run_loss("ce", ref(x[idx]), torch.zeros(ref.R, 8, dtype=torch.long)).mean(1))
+
+
+def test_a_diverging_run_is_stopped_the_same_way_by_both_steps():
+    # soft gates scaled by 1 + ε = 1e13 per layer overflow float32 at once: the run is zeroed and masked, with Adam's
+    # state, while the other run goes on (the direct fused Adam call must leave the dead run put as well)
+    small = DataSpec("synthetic", n_train=80, n_test=20, shape=(6,), n_classes=3, val_fraction=0.0)
+    model = ModelSpec("fc", d_in=6, width=16, depth=4, d_out=3)
+    train = dict(optimizer="adam", lr=1e-2, batch_size=8, epochs=2, keep_weights=(2,))
+    specs = [RunSpec(model.replace(variant="dnpfl", eps=1e13), small, 1, **train),
+             RunSpec(model.replace(variant="frnpf-ii"), small, 0, **train)]
+    ref, fast = (train_ensemble(specs, device="cpu", step=s) for s in ("reference", "auto"))
+    assert [r.status for r in fast] == [r.status for r in ref] == ["invalid", "ok"]
+    assert fast[0].reason == ref[0].reason and json.dumps(fast[1].rows) == json.dumps(ref[1].rows)
+    assert all(np.array_equal(fast[1].weights[2][k], w) for k, w in ref[1].weights[2].items())
