@@ -54,8 +54,8 @@ if timeout 60 "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available
 fi
 {
   test -x "$VENV/bin/python" || timeout 60 "$PY" -m venv "${SSP[@]}" "$VENV"
-  timeout 150 "$VENV/bin/python" -m pip install --disable-pip-version-check -q -c "$CONSTRAINTS" -e "$REPO" \
-    || timeout 60 "$VENV/bin/python" -m pip install --disable-pip-version-check -q --no-deps --no-build-isolation \
+  timeout 150 "$VENV/bin/python" -m pip install --disable-pip-version-check --retries 1 --timeout 15 -q -c "$CONSTRAINTS" -e "$REPO" \
+    || timeout 60 "$VENV/bin/python" -m pip install --disable-pip-version-check --retries 1 --timeout 15 -q --no-deps --no-build-isolation \
          -e "$REPO"
 } > "$OUT/setup.txt" 2>&1
 PYV=$VENV/bin/python
