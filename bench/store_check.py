@@ -6,6 +6,10 @@ for the same spec, the same metrics: this script builds a figure's specs as its 
 grouped the originals, and compares every metric of epochs 0..E with the committed run of the full spec (the first
 epochs do not depend on how many follow). Figure 06: its main sweep's phase 1 (relu, frnpf-ii, frnpf-di, dnpfl,
 linear; 25 runs, about 2 min of one core per epoch); figure 07: all 10 runs (about 10 s per epoch). Needs MNIST.
+Observed on the 2-core development machine: figure 07's runs come out identical with every step; figure 06's differ
+from the committed ones in the last bits at epoch 1 (train loss in the 9th digit) with the autograd step as much as
+with the others (which agree with each other bit for bit), so those committed runs were made under conditions this
+machine does not reproduce (the engine's code has not changed since they were trained), not by a step.
 """
 
 from __future__ import annotations
