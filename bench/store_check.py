@@ -9,7 +9,7 @@ linear; 25 runs, about 2 min of one core per epoch); figure 07: all 10 runs (abo
 Observed on the 2-core development machine: figure 07's runs come out identical with every step; figure 06's differ
 from the committed ones in the last bits at epoch 1 (train loss in the 9th digit) with the autograd step as much as
 with the others (which agree with each other bit for bit), so those committed runs were made under conditions this
-machine does not reproduce (the engine's code has not changed since they were trained), not by a step.
+machine does not reproduce (no commit has changed dgnlib since they were committed), not by a step.
 """
 
 from __future__ import annotations
