@@ -230,7 +230,8 @@ def train_ensemble(
     order of float reductions, and one thread per group, groups side by side (`dgnlib.pool`), is also the fastest.
     step: "auto" trains dense stacks with the hand-written step and gate tables (`dgnlib.dense`), the rest with
     autograd; "dense" the same without gate tables; "reference" everything with autograd. All three give the same
-    bits (tests/test_dense.py), so the choice changes the speed and never a stored number.
+    bits (tests/test_dense.py on the CPU; bench/bitwise_check.py on another device), so the choice changes the speed
+    and never a stored number.
     """
     from .train import resolve_device
 
