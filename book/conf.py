@@ -20,6 +20,8 @@ nb_output_stderr = "remove"  # warnings and progress bars are noise in a reading
 # copies hold none (explorers fall back to static figures), and nothing may load from the web.
 nb_ipywidgets_js = {}
 nb_merge_streams = True
+# Markdown outputs (the front page's tables) are parsed like Markdown cells: plain CommonMark has no tables
+nb_render_markdown_format = "myst"
 
 myst_enable_extensions = ["dollarmath", "amsmath"]
 myst_heading_anchors = 3

@@ -20,12 +20,11 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from dgnlib.book_cells import FOLD, fold_setup_cells, label_figure, title_of  # noqa: F401 (FOLD: re-exported)
 from dgnlib.report import repo_root
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 NOTEBOOK_NAME = re.compile(r"^(\d\d)_[A-Za-z0-9_]+\.ipynb$")
-HIDDEN_SETUP_TAGS = ("parameters", "injected-parameters")
-FOLD = "hide-input"  # MyST-NB folds the source behind a "show code" toggle and keeps the outputs
 
 
 def log(message: str) -> None:
@@ -102,8 +101,8 @@ PROTECTED = re.compile(r"(`[^`]*`|\$[^$]*\$|\[[^\]]*\]\([^)]*\)|\{[a-z]+\}`[^`]*
 def relink_markdown(text: str, stems: set[str], suffix: str = ".ipynb") -> str:
     """Links to notebooks point at their pages when present; a link to a page not in this build becomes its text.
 
-    Markdown cells keep `.ipynb` targets (MyST resolves them to the page); Markdown outputs, which MyST-NB renders
-    as plain CommonMark, need the `.html` page itself.
+    Markdown cells and outputs keep `.ipynb` targets: MyST resolves them to the page (the book renders Markdown
+    outputs as MyST, `nb_render_markdown_format`, so that tables and links work in them as in cells).
     """
     def sub(m: re.Match) -> str:
         return f"[{m.group(1)}]({m.group(2)}{suffix}{m.group(3) or ''})" if m.group(2) in stems else m.group(1)
@@ -140,47 +139,6 @@ def cross_reference_figures(text: str, labelled: set[str]) -> str:
 
 # ---------------------------------------------------------------------------------------------------- notebooks
 
-def title_of(nb: Any, fallback: str) -> str:
-    """The notebook's first Markdown heading, else `fallback`."""
-    for cell in nb.cells:
-        if cell.cell_type == "markdown":
-            for line in cell.source.splitlines():
-                if line.startswith("#"):
-                    return line.lstrip("#").strip()
-    return fallback
-
-
-def _tags(cell: Any) -> list[str]:
-    return cell.metadata.setdefault("tags", [])
-
-
-def fold_setup_cells(nb: Any) -> None:
-    """Fold the parameters, papermill's injected parameters and the set-up code up to the next Markdown cell."""
-    marked = [i for i, c in enumerate(nb.cells) if set(_tags(c)) & set(HIDDEN_SETUP_TAGS)]
-    if not marked:
-        return
-    for i in range(marked[0], len(nb.cells)):
-        cell = nb.cells[i]
-        if cell.cell_type == "markdown" and i > marked[-1]:
-            break
-        if cell.cell_type == "code" and not set(_tags(cell)) & {FOLD, "remove-input", "remove-cell", "hide-cell"}:
-            _tags(cell).append(FOLD)
-
-
-def label_figure(nb: Any, fig_id: str, caption: str) -> bool:
-    """Turn the cell that shows the notebook's figure into a labelled figure `fig-NN`; False when there is none."""
-    def images(cell: Any) -> int:
-        return sum("image/png" in o.get("data", {}) or "image/svg+xml" in o.get("data", {}) for o in cell.outputs)
-
-    shown = [c for c in nb.cells if c.cell_type == "code" and images(c) == 1]
-    saving = [c for c in shown if re.search(r"save_figure\(|conclude\(|savefig\(", c.source)]
-    cell = (saving or shown or [None])[-1]
-    if cell is None:
-        return False
-    cell.metadata.setdefault("mystnb", {})["figure"] = {"name": f"fig-{fig_id}", "caption": caption}
-    return True
-
-
 def prepare_notebook(path: Path, stems: set[str], prefixes: list[tuple[str, str]]) -> tuple[Any, dict]:
     """Read an executed notebook and return it ready for the book, with facts for the index (title, profile)."""
     import nbformat
@@ -211,7 +169,7 @@ def prepare_notebook(path: Path, stems: set[str], prefixes: list[tuple[str, str]
                 data[mime] = _scrub_value(data[mime], prefixes)
                 if mime == "text/markdown":
                     data[mime] = relink_markdown("".join(data[mime]) if isinstance(data[mime], list) else data[mime],
-                                                 stems, ".html")
+                                                 stems)
                 elif mime == "text/html":
                     data[mime] = relink_html("".join(data[mime]) if isinstance(data[mime], list) else data[mime], stems)
     title = title_of(nb, path.stem)

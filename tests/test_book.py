@@ -13,7 +13,7 @@ from dgnlib import render
 from dgnlib.report import repo_root
 
 ROOT = repo_root()
-BUILT = ("01_dgn_paths", "03_depth_spectrum")  # 02 is left out on purpose: a partial set
+BUILT = ("00_index", "01_dgn_paths", "03_depth_spectrum")  # 02 is left out on purpose: a partial set
 
 
 # ---------------------------------------------------------------------------------------------------- unit rules
@@ -99,8 +99,10 @@ def book(tmp_path_factory):
     executed = work / "executed"
     executed.mkdir()
     smoke = yaml.safe_load((ROOT / "profiles" / "smoke.yaml").read_text())
-    for stem in BUILT:
+    for stem in (*BUILT[1:], BUILT[0]):
         params = {**(smoke.get(stem) or {}), "profile": "smoke", "out_dir": str(work / "figures")}
+        if stem == "00_index":  # the front page lists the figures of this build (run after them)
+            params["figures_dir"] = str(work / "figures")
         papermill.execute_notebook(str(ROOT / "notebooks" / f"{stem}.ipynb"), str(executed / f"{stem}.ipynb"),
                                    parameters=params, kernel_name="python3", progress_bar=False, cwd=str(ROOT))
     dest = work / "html"
@@ -171,3 +173,23 @@ def test_setup_cells_are_folded_in_the_pages(book):
     for tag in ("tag_parameters", "tag_injected-parameters"):
         assert re.search(rf'<div class="cell {tag} tag_hide-input docutils container"', page), tag
     assert page.count('<details class="admonition hide above-input"') >= 3  # + the set-up cell
+
+
+def test_the_front_pages_tables_are_html_tables_not_raw_markdown(book):
+    page = _pages(book["html"])["00_index"]
+    assert page.count("<table") >= 2  # the variants (a cell) and the figures (an output)
+    assert not re.search(r"\|\s*id\s*\|\s*claim\s*\|", page), "a Markdown table was left as text"
+    assert "What this companion could not do" in page
+
+
+def test_the_caption_sits_on_the_figure_the_claim_check_records_not_on_the_explorer(book):
+    page = _pages(book["html"])["03_depth_spectrum"]
+    figure = re.search(r'<figure[^>]*id="fig-03".*?</figure>', page, re.S)
+    assert figure, "no labelled figure on page 03"
+    nb = nbformat.read(book["work"] / "executed" / "03_depth_spectrum.ipynb", as_version=4)
+    explorer = next(c for c in nb.cells if c.cell_type == "code" and "spectrum_explorer" in c.source)
+    labelled = next(c for c in nb.cells if c.cell_type == "code" and "fig = plt.figure" in c.source)
+    nb_copy = nbformat.from_dict(nb)
+    render.label_figure(nb_copy, "03", "t")
+    marked = [c for c in nb_copy.cells if c.get("metadata", {}).get("mystnb")]
+    assert [c.source for c in marked] == [labelled.source] and explorer.source not in figure.group(0)

@@ -6,7 +6,6 @@ import io
 import json
 import re
 import textwrap
-from pathlib import Path
 
 import nbformat
 from companion_fixture import ROOT, dgn_process, make_repo, write_notebook
