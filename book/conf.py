@@ -45,7 +45,8 @@ mathjax2_config = {
 }
 
 html_theme = "sphinx_book_theme"
-html_static_path = ["_static"]  # created by `dgn render`: holds the local MathJax
+html_static_path = ["_static"]  # dgn.css (the figures' width, the provenance); `dgn render` adds the local MathJax
+html_css_files = ["dgn.css"]
 html_copy_source = False
 html_show_sourcelink = False
 html_last_updated_fmt = None
@@ -63,6 +64,15 @@ html_theme_options = {
 suppress_warnings = ["mystnb.unknown_mime_type"]
 
 
+def plain_tab_title(app, pagename, templatename, context, doctree):  # noqa: ANN001, ANN201, ARG001 (Sphinx's event)
+    """The browser's tab title without LaTeX: the page title's math as plain Unicode (no one typesets a tab)."""
+    from dgnlib.book_cells import plain_title
+
+    if context.get("title"):
+        context["title"] = plain_title(context["title"])
+
+
 def setup(app):  # noqa: ANN001, ANN201 (Sphinx's extension hook)
-    """Load MathJax on every page: page titles with math appear in every sidebar, search page included."""
+    """Load MathJax on every page (page titles with math appear in every sidebar); plain tab titles."""
     app.set_html_assets_policy("always")
+    app.connect("html-page-context", plain_tab_title)

@@ -1,8 +1,9 @@
 """The reading copy: the executed notebooks as an offline Sphinx book (MyST-NB + sphinx-book-theme).
 
-`render()` copies the executed notebooks into build/book/src, folds the parameter and set-up cells, scrubs machine
-paths, turns "figure NN" into cross-references, writes an index page with a contents tree, adds a local MathJax and
-runs Sphinx (execution off). The book's static configuration lives in `book/conf.py`.
+`render()` copies the executed notebooks into build/book/src, folds the parameter, set-up and plotting cells, adds
+each page's provenance (`dgnlib.provenance`, from MANIFEST.json), scrubs machine paths, turns "figure NN" into
+cross-references, writes an index page with a contents tree, adds a local MathJax and runs Sphinx (execution off).
+The book's static configuration lives in `book/conf.py`.
 """
 
 from __future__ import annotations
@@ -20,7 +21,15 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from dgnlib.book_cells import FOLD, fold_setup_cells, label_figure, title_of  # noqa: F401 (FOLD: re-exported)
+from dgnlib.book_cells import (  # noqa: F401 (FOLD: re-exported)
+    FOLD,
+    add_under_title,
+    fold_plotting_cells,
+    fold_setup_cells,
+    label_figure,
+    title_of,
+)
+from dgnlib.provenance import manifest_entries, provenance_html
 from dgnlib.report import repo_root
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
@@ -123,7 +132,7 @@ def cross_reference_figures(text: str, labelled: set[str]) -> str:
         stripped = line.strip()
         if stripped.startswith(("```", "~~~")):
             in_fence = not in_fence
-        if in_fence or in_math or stripped.startswith("#") or stripped.startswith("$$"):
+        if in_fence or in_math or stripped.startswith(("#", "$$", "<")):  # "<": an HTML block (the provenance)
             in_math ^= stripped.count("$$") % 2 == 1
             out.append(line)
             continue
@@ -139,12 +148,20 @@ def cross_reference_figures(text: str, labelled: set[str]) -> str:
 
 # ---------------------------------------------------------------------------------------------------- notebooks
 
-def prepare_notebook(path: Path, stems: set[str], prefixes: list[tuple[str, str]]) -> tuple[Any, dict]:
-    """Read an executed notebook and return it ready for the book, with facts for the index (title, profile)."""
+def prepare_notebook(path: Path, stems: set[str], prefixes: list[tuple[str, str]],
+                     entries: dict[str, dict] | None = None) -> tuple[Any, dict]:
+    """Read an executed notebook and return it ready for the book, with facts for the index (title, profile).
+
+    `entries`: MANIFEST.json's figure entries of the run that wrote this folder; the page's own entry (same id and
+    profile) gives its provenance.
+    """
     import nbformat
 
     nb = nbformat.read(path, as_version=4)
-    profile = nb.metadata.get("papermill", {}).get("parameters", {}).get("profile")
+    parameters = nb.metadata.get("papermill", {}).get("parameters", {})
+    profile = parameters.get("profile")
+    entry = (entries or {}).get(path.name[:2])
+    entry = entry if entry and entry.get("profile") == profile else None  # another run's record is not this page's
     for key in ("papermill", "widgets"):  # run records hold machine paths; widget state would pull a CDN loader
         nb.metadata.pop(key, None)
     fold_setup_cells(nb)
@@ -174,6 +191,8 @@ def prepare_notebook(path: Path, stems: set[str], prefixes: list[tuple[str, str]
                     data[mime] = relink_html("".join(data[mime]) if isinstance(data[mime], list) else data[mime], stems)
     title = title_of(nb, path.stem)
     labelled = label_figure(nb, path.name[:2], title) if path.name[:2] != "00" else False
+    fold_plotting_cells(nb)
+    add_under_title(nb, scrub(provenance_html(entry, parameters), prefixes))
     return nb, {"title": title, "profile": profile, "labelled": labelled}
 
 
@@ -276,12 +295,17 @@ def source_folder(root: Path, profile: str | None, source: str | os.PathLike | N
 
 
 def figures_folder(root: Path, folder: Path) -> Path | None:
-    """The figures written by the run whose notebooks are in `folder` (executed/ → figures/)."""
+    """The figures written by the run whose notebooks are in `folder`.
+
+    executed/ → figures/, build/executed/<profile> → build/figures/<profile>; another folder → the `figures` folder
+    beside it when that holds a MANIFEST.json (e.g. FROM=<another checkout>/executed), else None.
+    """
     if folder == root / "executed":
         return root / "figures"
     if folder.parent == root / "build" / "executed":
         return root / "build" / "figures" / folder.name
-    return None
+    beside = folder.parent / "figures"
+    return beside if (beside / "MANIFEST.json").is_file() else None
 
 
 def _clear_output(dest: Path, default: Path) -> None:
@@ -308,8 +332,9 @@ def build_book(root: Path, notebooks: list[Path], work: Path, dest: Path, source
     prefixes = machine_prefixes(root)
     stems = {p.stem for p in notebooks}
     prepared, pages = {}, {}
+    entries = manifest_entries(figures_dir)
     for path in notebooks:
-        prepared[path.stem], pages[path.stem] = prepare_notebook(path, stems, prefixes)
+        prepared[path.stem], pages[path.stem] = prepare_notebook(path, stems, prefixes, entries)
     labelled = {stem[:2] for stem, facts in pages.items() if facts["labelled"]}
     for stem, nb in prepared.items():
         for cell in nb.cells:
