@@ -8,6 +8,7 @@ under the page's title; HTML, not Markdown, so that `<details>` folds it and not
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,18 @@ def _duration(seconds: Any) -> str | None:
     return f"{minutes} min {secs:02d} s" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
 
 
+def _when(stamp: Any, time_of_day: bool = True) -> str:
+    """An ISO timestamp as '2026-11-30 03:47 UTC' (or its date alone); anything else as it is."""
+    try:
+        moment = datetime.fromisoformat(str(stamp))
+    except ValueError:
+        return str(stamp)
+    if not time_of_day:
+        return moment.strftime("%Y-%m-%d")
+    utc = " UTC" if moment.utcoffset() == timedelta(0) else ""
+    return moment.strftime("%Y-%m-%d %H:%M") + utc
+
+
 def _value(value: Any) -> str:
     """A parameter value as its JSON (strings quoted, so that '' shows)."""
     return json.dumps(value, ensure_ascii=False)
@@ -48,8 +61,15 @@ def verification(entry: dict) -> str:
     if not isinstance(verified, dict):
         return "not yet verified"
     files = ", ".join(str(f) for f in verified.get("compared") or []) or "no files"
-    when = f"on {verified.get('date', '?')} at {str(verified.get('commit', '?'))[:KEY_CHARS]} ({files})"
+    date, commit = _when(verified.get("date", "?"), time_of_day=False), str(verified.get("commit", "?"))[:KEY_CHARS]
+    when = f"on {date} at {commit} ({files})"
     return f"verified {when}" if verified.get("ok") is True else f"verification failed {when}"
+
+
+def _files(key: str, files: Any) -> str:
+    """The files read of one run, their names shortened like the key they repeat."""
+    names = sorted(map(str, files)) if isinstance(files, dict) else []
+    return ", ".join(name.replace(key, key[:KEY_CHARS] + "…") for name in names)
 
 
 def _folded(summary: str, rows: list[str], css: str) -> str:
@@ -66,15 +86,14 @@ def provenance_html(entry: dict | None, fallback_parameters: dict | None = None)
                      f"<code>{escape(commit)}</code>{dirty}")
         ran = _duration(entry.get("run_seconds"))
         if ran:
-            started = f", started {escape(str(entry['started']))}" if entry.get("started") else ""
+            started = f", started {escape(_when(entry['started']))}" if entry.get("started") else ""
             lines.append(f"notebook run time {ran}{started}")
         lines.append(escape(verification(entry)))
         parameters = entry.get("parameters") if isinstance(entry.get("parameters"), dict) else {}
         runs = entry.get("runs_read")
         if isinstance(runs, dict) and runs:
             rows = [f'<li><code title="{escape(str(key))}">{escape(str(key)[:KEY_CHARS])}</code> '
-                    f'({escape(", ".join(sorted(map(str, files))) if isinstance(files, dict) else "")})</li>'
-                    for key, files in sorted(runs.items())]
+                    f'({escape(_files(str(key), files))})</li>' for key, files in sorted(runs.items())]
             folds.append(_folded(f"run-store keys read ({len(runs)})", rows, "dgn-runs"))
         else:
             lines.append("run-store keys read: none" if isinstance(runs, dict) else

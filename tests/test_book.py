@@ -85,6 +85,11 @@ def test_provenance_says_verified_when_the_manifest_records_it_and_not_yet_verif
     assert "verified on 2026-12-01 at 0123456789ab (01.csv, 01.json)" in done and "not yet verified" not in done
     runs = re.search(r"<details[^>]*><summary>run-store keys read \(1\)</summary>(.*?)</details>", done)
     assert runs and f'title="{KEY}">{KEY[:12]}</code>' in runs.group(1) and "result.json" in runs.group(1)
+    keyed = provenance.provenance_html({**entry, "started": "2026-11-30T03:47:02+00:00",
+                                        "verified": {**VERIFIED, "date": "2026-12-04T18:37:05+00:00"},
+                                        "runs_read": {KEY: {f"{KEY}.json": "0" * 64}}})
+    assert "started 2026-11-30 03:47 UTC" in keyed and "verified on 2026-12-04 at" in keyed
+    assert f"({KEY[:12]}….json)" in keyed and f">{KEY}.json" not in keyed
     failed = provenance.provenance_html({**entry, "verified": {**VERIFIED, "ok": False}})
     assert "verification failed on 2026-12-01" in failed and "verified on" not in failed
 
