@@ -10,6 +10,11 @@ ONLY ?=
 PUBLISH ?=
 # The CPU build of torch lies in /opt/wheels on the development and CI machines; pip looks there when it exists.
 FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
+# TORCH=cpu: install torch alone from PyTorch's CPU wheel index first (the package index's torch is the CUDA build,
+# several GB), then the rest from the package index. Empty (default): the local wheel folder when it exists.
+TORCH ?=
+TORCH_CPU_INDEX := https://download.pytorch.org/whl/cpu
+PIP := $(VENV)/bin/python -m pip install --disable-pip-version-check -q -c constraints.txt
 
 ifeq ($(PYTHON),$(VENV)/bin/python)
 SETUP := $(VENV)/.installed
@@ -24,7 +29,9 @@ setup: $(SETUP)
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(VENV)/bin/python || python3 -m venv $(VENV)
-	$(VENV)/bin/python -m pip install --disable-pip-version-check -q -c constraints.txt $(FIND_LINKS) -e '.[test,dev,book,lab]'
+	$(if $(filter cpu,$(TORCH)),$(PIP) --index-url $(TORCH_CPU_INDEX) torch,)
+	$(PIP) $(FIND_LINKS) -e '.[test,dev,book,lab]'
+	if git rev-parse --git-dir >/dev/null 2>&1; then $(VENV)/bin/pre-commit install >/dev/null; fi
 	touch $@
 
 figures: $(SETUP)
@@ -55,15 +62,17 @@ clean:
 
 .PHONY: lab help
 
+# The whole companion: rooted at the repository (notebooks/, executed/, figures/ browsable), the front page open.
 lab: $(SETUP)
-	$(PYTHON) -m jupyterlab notebooks/00_index.ipynb
+	$(PYTHON) -m jupyterlab --ServerApp.root_dir=$(CURDIR) notebooks/00_index.ipynb
 
 help:
 	@echo "make figures [PROFILE=smoke|quick|paper] [ONLY=03,05]   run the notebooks, regenerate the figures (default)"
 	@echo "make test                  unit tests, then every notebook under the smoke profile with nbval"
 	@echo "make unit | make nbval     one half of make test"
 	@echo "make html [FROM=folder]    reading copy in build/html from executed/ (or e.g. FROM=build/executed/quick)"
-	@echo "make lab                   JupyterLab on the notebooks (sliders in 03 and 04)"
+	@echo "make lab                   JupyterLab on the whole companion, front page open (sliders in 03 and 04)"
 	@echo "make lint                  ruff on dgnlib, tests and bench"
-	@echo "make setup | make clean    create .venv and install; remove build/"
+	@echo "make setup [TORCH=cpu]     create .venv and install (TORCH=cpu: torch from PyTorch's CPU index)"
+	@echo "make clean                 remove build/"
 	@echo "Without the .venv (conda route): add PYTHON=python"

@@ -20,6 +20,8 @@ nb_output_stderr = "remove"  # warnings and progress bars are noise in a reading
 # copies hold none (explorers fall back to static figures), and nothing may load from the web.
 nb_ipywidgets_js = {}
 nb_merge_streams = True
+# Markdown outputs (the front page's tables) are parsed like Markdown cells: plain CommonMark has no tables
+nb_render_markdown_format = "myst"
 
 myst_enable_extensions = ["dollarmath", "amsmath"]
 myst_heading_anchors = 3
@@ -43,7 +45,8 @@ mathjax2_config = {
 }
 
 html_theme = "sphinx_book_theme"
-html_static_path = ["_static"]  # created by `dgn render`: holds the local MathJax
+html_static_path = ["_static"]  # dgn.css (the figures' width, the provenance); `dgn render` adds the local MathJax
+html_css_files = ["dgn.css"]
 html_copy_source = False
 html_show_sourcelink = False
 html_last_updated_fmt = None
@@ -61,6 +64,15 @@ html_theme_options = {
 suppress_warnings = ["mystnb.unknown_mime_type"]
 
 
+def plain_tab_title(app, pagename, templatename, context, doctree):  # noqa: ANN001, ANN201, ARG001 (Sphinx's event)
+    """The browser's tab title without LaTeX: the page title's math as plain Unicode (no one typesets a tab)."""
+    from dgnlib.book_cells import plain_title
+
+    if context.get("title"):
+        context["title"] = plain_title(context["title"])
+
+
 def setup(app):  # noqa: ANN001, ANN201 (Sphinx's extension hook)
-    """Load MathJax on every page: page titles with math appear in every sidebar, search page included."""
+    """Load MathJax on every page (page titles with math appear in every sidebar); plain tab titles."""
     app.set_html_assets_policy("always")
+    app.connect("html-page-context", plain_tab_title)

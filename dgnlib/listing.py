@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from dgnlib.companion import table
+from dgnlib.companion import limits, table
 from dgnlib.companion.fsio import read_json
 from dgnlib.companion.layout import Layout
 
@@ -25,8 +25,8 @@ def run_figures(figures_dir: str, profile: str, root: Path | None = None) -> Pat
     figures of the run this page belongs to.
 
     Under the runner the run store (DGN_RUN_STORE) names the run: runs/ → figures/, build/runs/<profile>/ →
-    build/figures/<profile>/, any other <folder>/runs → <folder>/figures. Run by hand: build/figures/<profile>/ when
-    that profile has run, else the published figures/.
+    build/figures/<profile>/, any other <folder>/runs → <folder>/figures. Run by hand (Jupyter): the published
+    figures/, the results a reader opens the front page for (`figures_dir` names another run's folder).
     """
     layout = Layout.at(root)
     if figures_dir:
@@ -40,8 +40,23 @@ def run_figures(figures_dir: str, profile: str, root: Path | None = None) -> Pat
                 return dest.figures
         if store_path.name == "runs":
             return store_path.parent / "figures"
-    own = layout.destination(profile, publish=False).figures
-    return own if (own / "MANIFEST.json").is_file() else layout.figures
+    return layout.figures
+
+
+def profiles_read(listing: pd.DataFrame) -> str:
+    """Which profile each listed figure comes from, e.g. 'paper (01–09), quick (10)'."""
+    groups: dict[str, list[str]] = {}
+    for fig_id, profile in zip(listing["id"], listing["profile"]):
+        groups.setdefault(str(profile), []).append(str(fig_id))
+
+    def ids(items: list[str]) -> str:
+        return f"{items[0]}–{items[-1]}" if len(items) > 2 else ", ".join(items)
+    return ", ".join(f"{p} ({ids(v)})" for p, v in groups.items())
+
+
+def limits_markdown(figures: Path) -> str:
+    """The 'What this companion could not do' lists of the run whose records are in `figures`."""
+    return limits.markdown(limits.limitations(Path(figures)))
 
 
 def figure_listing(figures: Path, notebooks: Path) -> pd.DataFrame:

@@ -1,8 +1,9 @@
 """The reading copy: the executed notebooks as an offline Sphinx book (MyST-NB + sphinx-book-theme).
 
-`render()` copies the executed notebooks into build/book/src, folds the parameter and set-up cells, scrubs machine
-paths, turns "figure NN" into cross-references, writes an index page with a contents tree, adds a local MathJax and
-runs Sphinx (execution off). The book's static configuration lives in `book/conf.py`.
+`render()` copies the executed notebooks into build/book/src, folds the parameter, set-up and plotting cells, adds
+each page's provenance (`dgnlib.provenance`, from MANIFEST.json), scrubs machine paths, turns "figure NN" into
+cross-references, writes an index page with a contents tree, adds a local MathJax and runs Sphinx (execution off).
+The book's static configuration lives in `book/conf.py`.
 """
 
 from __future__ import annotations
@@ -20,12 +21,19 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from dgnlib.book_cells import (  # noqa: F401 (FOLD: re-exported)
+    FOLD,
+    add_under_title,
+    fold_plotting_cells,
+    fold_setup_cells,
+    label_figure,
+    title_of,
+)
+from dgnlib.provenance import manifest_entries, provenance_html
 from dgnlib.report import repo_root
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 NOTEBOOK_NAME = re.compile(r"^(\d\d)_[A-Za-z0-9_]+\.ipynb$")
-HIDDEN_SETUP_TAGS = ("parameters", "injected-parameters")
-FOLD = "hide-input"  # MyST-NB folds the source behind a "show code" toggle and keeps the outputs
 
 
 def log(message: str) -> None:
@@ -102,8 +110,8 @@ PROTECTED = re.compile(r"(`[^`]*`|\$[^$]*\$|\[[^\]]*\]\([^)]*\)|\{[a-z]+\}`[^`]*
 def relink_markdown(text: str, stems: set[str], suffix: str = ".ipynb") -> str:
     """Links to notebooks point at their pages when present; a link to a page not in this build becomes its text.
 
-    Markdown cells keep `.ipynb` targets (MyST resolves them to the page); Markdown outputs, which MyST-NB renders
-    as plain CommonMark, need the `.html` page itself.
+    Markdown cells and outputs keep `.ipynb` targets: MyST resolves them to the page (the book renders Markdown
+    outputs as MyST, `nb_render_markdown_format`, so that tables and links work in them as in cells).
     """
     def sub(m: re.Match) -> str:
         return f"[{m.group(1)}]({m.group(2)}{suffix}{m.group(3) or ''})" if m.group(2) in stems else m.group(1)
@@ -124,7 +132,7 @@ def cross_reference_figures(text: str, labelled: set[str]) -> str:
         stripped = line.strip()
         if stripped.startswith(("```", "~~~")):
             in_fence = not in_fence
-        if in_fence or in_math or stripped.startswith("#") or stripped.startswith("$$"):
+        if in_fence or in_math or stripped.startswith(("#", "$$", "<")):  # "<": an HTML block (the provenance)
             in_math ^= stripped.count("$$") % 2 == 1
             out.append(line)
             continue
@@ -140,53 +148,20 @@ def cross_reference_figures(text: str, labelled: set[str]) -> str:
 
 # ---------------------------------------------------------------------------------------------------- notebooks
 
-def title_of(nb: Any, fallback: str) -> str:
-    """The notebook's first Markdown heading, else `fallback`."""
-    for cell in nb.cells:
-        if cell.cell_type == "markdown":
-            for line in cell.source.splitlines():
-                if line.startswith("#"):
-                    return line.lstrip("#").strip()
-    return fallback
+def prepare_notebook(path: Path, stems: set[str], prefixes: list[tuple[str, str]],
+                     entries: dict[str, dict] | None = None) -> tuple[Any, dict]:
+    """Read an executed notebook and return it ready for the book, with facts for the index (title, profile).
 
-
-def _tags(cell: Any) -> list[str]:
-    return cell.metadata.setdefault("tags", [])
-
-
-def fold_setup_cells(nb: Any) -> None:
-    """Fold the parameters, papermill's injected parameters and the set-up code up to the next Markdown cell."""
-    marked = [i for i, c in enumerate(nb.cells) if set(_tags(c)) & set(HIDDEN_SETUP_TAGS)]
-    if not marked:
-        return
-    for i in range(marked[0], len(nb.cells)):
-        cell = nb.cells[i]
-        if cell.cell_type == "markdown" and i > marked[-1]:
-            break
-        if cell.cell_type == "code" and not set(_tags(cell)) & {FOLD, "remove-input", "remove-cell", "hide-cell"}:
-            _tags(cell).append(FOLD)
-
-
-def label_figure(nb: Any, fig_id: str, caption: str) -> bool:
-    """Turn the cell that shows the notebook's figure into a labelled figure `fig-NN`; False when there is none."""
-    def images(cell: Any) -> int:
-        return sum("image/png" in o.get("data", {}) or "image/svg+xml" in o.get("data", {}) for o in cell.outputs)
-
-    shown = [c for c in nb.cells if c.cell_type == "code" and images(c) == 1]
-    saving = [c for c in shown if re.search(r"save_figure\(|conclude\(|savefig\(", c.source)]
-    cell = (saving or shown or [None])[-1]
-    if cell is None:
-        return False
-    cell.metadata.setdefault("mystnb", {})["figure"] = {"name": f"fig-{fig_id}", "caption": caption}
-    return True
-
-
-def prepare_notebook(path: Path, stems: set[str], prefixes: list[tuple[str, str]]) -> tuple[Any, dict]:
-    """Read an executed notebook and return it ready for the book, with facts for the index (title, profile)."""
+    `entries`: MANIFEST.json's figure entries of the run that wrote this folder; the page's own entry (same id and
+    profile) gives its provenance.
+    """
     import nbformat
 
     nb = nbformat.read(path, as_version=4)
-    profile = nb.metadata.get("papermill", {}).get("parameters", {}).get("profile")
+    parameters = nb.metadata.get("papermill", {}).get("parameters", {})
+    profile = parameters.get("profile")
+    entry = (entries or {}).get(path.name[:2])
+    entry = entry if entry and entry.get("profile") == profile else None  # another run's record is not this page's
     for key in ("papermill", "widgets"):  # run records hold machine paths; widget state would pull a CDN loader
         nb.metadata.pop(key, None)
     fold_setup_cells(nb)
@@ -211,11 +186,13 @@ def prepare_notebook(path: Path, stems: set[str], prefixes: list[tuple[str, str]
                 data[mime] = _scrub_value(data[mime], prefixes)
                 if mime == "text/markdown":
                     data[mime] = relink_markdown("".join(data[mime]) if isinstance(data[mime], list) else data[mime],
-                                                 stems, ".html")
+                                                 stems)
                 elif mime == "text/html":
                     data[mime] = relink_html("".join(data[mime]) if isinstance(data[mime], list) else data[mime], stems)
     title = title_of(nb, path.stem)
     labelled = label_figure(nb, path.name[:2], title) if path.name[:2] != "00" else False
+    fold_plotting_cells(nb)
+    add_under_title(nb, scrub(provenance_html(entry, parameters), prefixes))
     return nb, {"title": title, "profile": profile, "labelled": labelled}
 
 
@@ -318,12 +295,17 @@ def source_folder(root: Path, profile: str | None, source: str | os.PathLike | N
 
 
 def figures_folder(root: Path, folder: Path) -> Path | None:
-    """The figures written by the run whose notebooks are in `folder` (executed/ → figures/)."""
+    """The figures written by the run whose notebooks are in `folder`.
+
+    executed/ → figures/, build/executed/<profile> → build/figures/<profile>; another folder → the `figures` folder
+    beside it when that holds a MANIFEST.json (e.g. FROM=<another checkout>/executed), else None.
+    """
     if folder == root / "executed":
         return root / "figures"
     if folder.parent == root / "build" / "executed":
         return root / "build" / "figures" / folder.name
-    return None
+    beside = folder.parent / "figures"
+    return beside if (beside / "MANIFEST.json").is_file() else None
 
 
 def _clear_output(dest: Path, default: Path) -> None:
@@ -350,8 +332,9 @@ def build_book(root: Path, notebooks: list[Path], work: Path, dest: Path, source
     prefixes = machine_prefixes(root)
     stems = {p.stem for p in notebooks}
     prepared, pages = {}, {}
+    entries = manifest_entries(figures_dir)
     for path in notebooks:
-        prepared[path.stem], pages[path.stem] = prepare_notebook(path, stems, prefixes)
+        prepared[path.stem], pages[path.stem] = prepare_notebook(path, stems, prefixes, entries)
     labelled = {stem[:2] for stem, facts in pages.items() if facts["labelled"]}
     for stem, nb in prepared.items():
         for cell in nb.cells:

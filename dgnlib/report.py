@@ -20,3 +20,11 @@ def title(text: str, profile: str) -> str:
     if profile == "paper":
         return text
     return f"{text}\n[{profile} profile, not the paper profile: the notebook names what differs]"
+
+
+def shown_path(path: str | Path) -> str:
+    """`path` as a notebook prints it: relative to the repository root when inside it (no machine path), else as is."""
+    try:
+        return Path(path).resolve().relative_to(repo_root()).as_posix()
+    except ValueError:
+        return str(path)

@@ -17,6 +17,8 @@ they need kept); phase 2 trains the flnpf runs, with their relu runs' weights re
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -84,8 +86,16 @@ def group_cost(specs: Sequence[RunSpec]) -> int:
     return sum(s.epochs * (2 if s.model.variant == "dnpfl" else 1) for s in specs)
 
 
+PROGRESS_FILE_ENV = "DGN_PROGRESS_FILE"  # set by `dgn reproduce` for each kernel: where it reads the sweep's state
+PROGRESS_FILE_EVERY_S = 0.5  # the file is rewritten at most this often (and once at the end)
+
+
 class Progress:
-    """One bar per sweep: runs done of total, epochs, ETA; one line per 10 % of epochs when not on a terminal."""
+    """One bar per sweep: runs done of total, epochs, ETA; one line per 10 % of epochs when not on a terminal.
+
+    When DGN_PROGRESS_FILE is set (the runner sets it for each notebook's kernel, whose stderr it does not show), the
+    same state is also written there as one JSON object, replaced atomically, for the runner to show on its terminal.
+    """
 
     def __init__(self, runs: int, epochs: int, skipped: int, enabled: bool, stream=None) -> None:
         self.runs, self.epochs, self.skipped, self.enabled = runs, epochs, skipped, enabled
@@ -95,16 +105,42 @@ class Progress:
         self.tty = enabled and hasattr(self.stream, "isatty") and self.stream.isatty()
         self.bar = None
         self.next_tenth = 1
+        self.file = os.environ.get(PROGRESS_FILE_ENV, "").strip() or None
+        self.written = 0.0
         if self.tty:
             from tqdm import tqdm
 
             self.bar = tqdm(total=epochs, desc="sweep", unit="epoch", file=self.stream, leave=False)
         if enabled and not self.tty:
             print(f"sweep: {runs} runs to train ({epochs} run-epochs), {skipped} already stored", file=self.stream)
+        self._publish(force=True)
+
+    def state(self) -> dict[str, Any]:
+        """Runs and run-epochs done of total, elapsed seconds, the ETA in seconds (None before the first epoch)."""
+        elapsed = time.perf_counter() - self.start
+        eta = elapsed * (self.epochs - self.done_epochs) / self.done_epochs if self.done_epochs else None
+        return {"runs_done": self.done_runs, "runs": self.runs, "skipped": self.skipped, "epochs_done":
+                self.done_epochs, "epochs": self.epochs, "elapsed_s": round(elapsed, 1),
+                "eta_s": None if eta is None else round(eta, 1)}
+
+    def _publish(self, force: bool = False) -> None:
+        """Rewrite the progress file (at most every PROGRESS_FILE_EVERY_S unless forced); never fails the sweep."""
+        now = time.monotonic()
+        if self.file is None or (not force and now - self.written < PROGRESS_FILE_EVERY_S):
+            return
+        self.written = now
+        tmp = f"{self.file}.{os.getpid()}.tmp"
+        try:
+            with open(tmp, "w") as fh:
+                json.dump(self.state(), fh)
+            os.replace(tmp, self.file)  # the reader sees the old state or the new one, never half of one
+        except OSError:
+            pass  # progress is a courtesy: a full disk or a removed folder must not stop training
 
     def epochs_done(self, n: int) -> None:
         """Count n more run-epochs."""
         self.done_epochs += n
+        self._publish()
         if self.bar is not None:
             self.bar.update(n)
             self.bar.set_postfix_str(f"runs {self.done_runs}/{self.runs}")
@@ -123,9 +159,11 @@ class Progress:
             self.epochs_done(epochs_left)
         elif self.bar is not None:
             self.bar.set_postfix_str(f"runs {self.done_runs}/{self.runs}")
+        self._publish(force=True)
 
     def close(self) -> None:
-        """Close the bar."""
+        """Close the bar and leave the final state in the progress file."""
+        self._publish(force=True)
         if self.bar is not None:
             self.bar.close()
 

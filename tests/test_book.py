@@ -9,11 +9,14 @@ import nbformat
 import pytest
 import yaml
 
-from dgnlib import render
+from dgnlib import provenance, render
+from dgnlib.book_cells import LONG_CELL, plain_title
 from dgnlib.report import repo_root
 
 ROOT = repo_root()
-BUILT = ("01_dgn_paths", "03_depth_spectrum")  # 02 is left out on purpose: a partial set
+BUILT = ("00_index", "01_dgn_paths", "03_depth_spectrum")  # 02 is left out on purpose: a partial set
+KEY = "ab12cd34ef56" + "0" * 52  # a run-store key (SHA-256 hex) for the fixture manifest
+VERIFIED = {"commit": "0123456789abcdef0123", "date": "2026-12-01", "compared": ["01.csv", "01.json"], "ok": True}
 
 
 # ---------------------------------------------------------------------------------------------------- unit rules
@@ -55,6 +58,45 @@ def test_parameters_injected_and_setup_cells_are_folded_and_the_rest_is_not():
     ])
     render.fold_setup_cells(nb)
     assert [render.FOLD in c.metadata.get("tags", []) for c in nb.cells] == [False, True, True, True, False, False]
+
+
+def test_plotting_and_long_cells_are_folded_and_short_ones_are_not():
+    image = nbformat.v4.new_output("display_data", data={"image/png": "iVBORw0KGgo=", "text/plain": "<Figure>"})
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("fig, ax = plt.subplots()", outputs=[image]),
+        nbformat.v4.new_code_cell("\n".join(f"x{i} = {i}" for i in range(LONG_CELL + 1))),
+        nbformat.v4.new_code_cell("\n".join(f"x{i} = {i}" for i in range(LONG_CELL))),
+        nbformat.v4.new_code_cell("print(1)", metadata={"tags": ["remove-input"]}, outputs=[image]),
+    ])
+    render.fold_plotting_cells(nb)
+    assert [c.metadata["tags"] for c in nb.cells] == [[render.FOLD], [render.FOLD], [], ["remove-input"]]
+
+
+def test_provenance_says_verified_when_the_manifest_records_it_and_not_yet_verified_otherwise():
+    entry = {"profile": "paper", "git_commit": "fedcba9876543210", "run_seconds": 200.0,
+             "parameters": {"seed": 0, "out_dir": "figures"}}
+    bare = provenance.provenance_html(entry)
+    assert "not yet verified" in bare and "verified on" not in bare
+    assert "profile <code>paper</code>" in bare and "fedcba987654" in bare and "3 min 20 s" in bare
+    assert re.search(r"<details[^>]*><summary>parameters \(2\)</summary>.*seed = 0.*</details>", bare)
+    assert "run-store keys read: not recorded" in bare
+
+    done = provenance.provenance_html({**entry, "verified": VERIFIED, "runs_read": {KEY: {"result.json": "0" * 64}}})
+    assert "verified on 2026-12-01 at 0123456789ab (01.csv, 01.json)" in done and "not yet verified" not in done
+    runs = re.search(r"<details[^>]*><summary>run-store keys read \(1\)</summary>(.*?)</details>", done)
+    assert runs and f'title="{KEY}">{KEY[:12]}</code>' in runs.group(1) and "result.json" in runs.group(1)
+    keyed = provenance.provenance_html({**entry, "started": "2026-11-30T03:47:02+00:00",
+                                        "verified": {**VERIFIED, "date": "2026-12-04T18:37:05+00:00"},
+                                        "runs_read": {KEY: {f"{KEY}.json": "0" * 64}}})
+    assert "started 2026-11-30 03:47 UTC" in keyed and "verified on 2026-12-04 at" in keyed
+    assert f"({KEY[:12]}….json)" in keyed and f">{KEY}.json" not in keyed
+    failed = provenance.provenance_html({**entry, "verified": {**VERIFIED, "ok": False}})
+    assert "verification failed on 2026-12-01" in failed and "verified on" not in failed
+
+
+def test_a_title_with_math_becomes_plain_text():
+    title = r"Figure 02 — the expected NTK is $d\,\sigma^{2(d-1)}\,\Sigma\odot\Lambda$ and \(K_0\)"
+    assert plain_title(title) == "Figure 02 — the expected NTK is d σ^2(d-1) Σ⊙Λ and K_0"
 
 
 def _display_math_blocks_apart_from_prose(source: str) -> list[str]:
@@ -99,10 +141,17 @@ def book(tmp_path_factory):
     executed = work / "executed"
     executed.mkdir()
     smoke = yaml.safe_load((ROOT / "profiles" / "smoke.yaml").read_text())
-    for stem in BUILT:
+    for stem in (*BUILT[1:], BUILT[0]):
         params = {**(smoke.get(stem) or {}), "profile": "smoke", "out_dir": str(work / "figures")}
+        if stem == "00_index":  # the front page lists the figures of this build (run after them)
+            params["figures_dir"] = str(work / "figures")
         papermill.execute_notebook(str(ROOT / "notebooks" / f"{stem}.ipynb"), str(executed / f"{stem}.ipynb"),
                                    parameters=params, kernel_name="python3", progress_bar=False, cwd=str(ROOT))
+    copy = executed / "03_depth_spectrum.ipynb"  # a title with math, as pages 02 and 04 have
+    copy.write_text(copy.read_text().replace("# Figure 03 — Depth helps", "# Figure 03 — Depth helps ($K_0$)", 1))
+    entry = {"profile": "smoke", "git_commit": "fedcba9876543210", "run_seconds": 4.2, "parameters": {"seed": 0}}
+    (work / "figures" / "MANIFEST.json").write_text(json.dumps({"figures": {
+        "01": {**entry, "verified": VERIFIED, "runs_read": {KEY: {"result.json": "0" * 64}}}, "03": entry}}))
     dest = work / "html"
     assert render.render(ROOT, dest=dest, source=executed) == render.EXIT_OK
     return {"html": dest, "work": work}
@@ -171,3 +220,57 @@ def test_setup_cells_are_folded_in_the_pages(book):
     for tag in ("tag_parameters", "tag_injected-parameters"):
         assert re.search(rf'<div class="cell {tag} tag_hide-input docutils container"', page), tag
     assert page.count('<details class="admonition hide above-input"') >= 3  # + the set-up cell
+
+
+def test_the_front_pages_tables_are_html_tables_not_raw_markdown(book):
+    page = _pages(book["html"])["00_index"]
+    assert page.count("<table") >= 2  # the variants (a cell) and the figures (an output)
+    assert not re.search(r"\|\s*id\s*\|\s*claim\s*\|", page), "a Markdown table was left as text"
+    assert "What this companion could not do" in page
+
+
+def test_the_caption_sits_on_the_figure_the_claim_check_records_not_on_the_explorer(book):
+    page = _pages(book["html"])["03_depth_spectrum"]
+    figure = re.search(r'<figure[^>]*id="fig-03".*?</figure>', page, re.S)
+    assert figure, "no labelled figure on page 03"
+    nb = nbformat.read(book["work"] / "executed" / "03_depth_spectrum.ipynb", as_version=4)
+    explorer = next(c for c in nb.cells if c.cell_type == "code" and "spectrum_explorer" in c.source)
+    labelled = next(c for c in nb.cells if c.cell_type == "code" and "fig = plt.figure" in c.source)
+    nb_copy = nbformat.from_dict(nb)
+    render.label_figure(nb_copy, "03", "t")
+    marked = [c for c in nb_copy.cells if c.get("metadata", {}).get("mystnb")]
+    assert [c.source for c in marked] == [labelled.source] and explorer.source not in figure.group(0)
+
+
+def test_each_page_shows_its_provenance_from_the_manifest_beside_the_executed_copies(book):
+    pages = _pages(book["html"])
+    for stem in ("01_dgn_paths", "03_depth_spectrum"):
+        block = re.search(r'<div class="dgn-provenance">(.*?)</div>', pages[stem], re.S)
+        assert block and "profile <code>smoke</code>" in block.group(1) and "fedcba987654" in block.group(1), stem
+        assert re.search(r"<details[^>]*><summary>parameters \(1\)</summary>", block.group(1)), stem
+    assert "verified on 2026-12-01 at 0123456789ab (01.csv, 01.json)" in pages["01_dgn_paths"]
+    assert KEY[:12] in pages["01_dgn_paths"]
+    assert "not yet verified" in pages["03_depth_spectrum"] and "verified on" not in pages["03_depth_spectrum"]
+    # the front page has no entry in the fixture manifest: its provenance says so and lists papermill's parameters
+    assert "no run record for this page" in pages["00_index"]
+
+
+def test_tab_titles_hold_no_latex(book):
+    pages = _pages(book["html"])
+    titles = {stem: re.search(r"<title>(.*?)</title>", page, re.S).group(1) for stem, page in pages.items()}
+    assert titles["03_depth_spectrum"].startswith("Figure 03 — Depth helps (K_0)")
+    assert not [s for s, title in titles.items() if "$" in title or "\\(" in title]
+
+
+def test_the_cells_that_draw_the_figure_are_folded(book):
+    page = _pages(book["html"])["03_depth_spectrum"]
+    cell = re.search(r'<div class="cell ([^"]*)"[^>]*>(?:(?!<div class="cell ).)*?id="fig-03"', page, re.S)
+    assert cell and "tag_hide-input" in cell.group(1)
+
+
+def test_the_figure_fills_the_text_column(book):
+    page = _pages(book["html"])["03_depth_spectrum"]
+    figure = re.search(r'<figure[^>]*id="fig-03".*?</figure>', page, re.S).group(0)
+    assert re.search(r'<img[^>]*class="dgn-figure"[^>]*style="width: 100%;?"', figure)
+    assert re.search(r'<link[^>]*href="_static/dgn\.css(\?v=\w+)?"', page)
+    assert "img.dgn-figure { width: 100%" in (book["html"] / "_static" / "dgn.css").read_text()

@@ -103,10 +103,10 @@ def test_listing_keeps_the_executed_column(tmp_path):
 
 def test_the_front_page_lists_the_figures_of_its_own_run(tmp_path, monkeypatch):
     monkeypatch.delenv(listing.RUN_STORE_ENV, raising=False)
-    assert listing.run_figures("", "quick", tmp_path) == tmp_path / "figures"  # nothing run yet: the published run
+    assert listing.run_figures("", "quick", tmp_path) == tmp_path / "figures"  # by hand: the published run
     (tmp_path / "build" / "figures" / "quick").mkdir(parents=True)
     (tmp_path / "build" / "figures" / "quick" / "MANIFEST.json").write_text("{}")
-    assert listing.run_figures("", "quick", tmp_path) == tmp_path / "build" / "figures" / "quick"
+    assert listing.run_figures("", "quick", tmp_path) == tmp_path / "figures"  # even when quick has run
     assert listing.run_figures("elsewhere/f", "quick", tmp_path) == tmp_path / "elsewhere" / "f"
     for store, expected in [(tmp_path / "runs", tmp_path / "figures"),
                             (tmp_path / "build" / "runs" / "smoke", tmp_path / "build" / "figures" / "smoke"),
@@ -130,3 +130,39 @@ def test_markdown_outputs_link_to_html_pages_and_old_claim_lists_are_not_counted
     out = render.relink_markdown("[01_a](01_a.ipynb) [02_b](02_b.ipynb)", {"01_a"}, ".html")
     assert out == "[01_a](01_a.html) 02_b"
     assert render.checks_summary({"checks": [{"claim": "x", "held": False}]}) is None
+
+
+def _record(tmp_path: Path, fig_id: str, **kw) -> None:
+    (tmp_path / f"{fig_id}.json").write_text(json.dumps({"id": fig_id, "profile": "paper", "verdict": "held", **kw}))
+
+
+def test_limits_are_read_from_the_records(tmp_path):
+
+    _record(tmp_path, "10", profile="quick", verdict="inconclusive",
+            numbers={"fallback": True, "dataset_used": "mnist", "image_size": 7, "n_train": 1500})
+    _record(tmp_path, "09", verdict="inconclusive", parts=[
+        {"name": "a", "verdict": "held", "estimate": 1.0, "interval": [0.5, 1.5], "n": 5},
+        {"name": "interior beta", "verdict": "inconclusive", "estimate": 0.00118, "interval": [-0.0003, 0.0027],
+         "level": 0.95, "n": 5}],
+            parameters={"n_train": 0, "val_fraction": 0.1})
+    text = listing.limits_markdown(tmp_path)
+    assert "MNIST 7×7 fallback on 1\u202f500 training images, under the `quick` profile" in text
+    assert '"interior beta": inconclusive; estimate +0.00118, 95 % interval [-0.0003, +0.0027] over 5 seeds' in text
+    assert '"a"' not in text  # a held part is no limit
+    assert "Figure 09 train on 54\u202f000 MNIST images and hold 6\u202f000 out" in text
+    rows = table.figure_table({}, tmp_path, tmp_path)
+    assert {r.id: r.note for r in rows} == {"09": "", "10": "MNIST 7×7 fallback"}
+    assert "| quick; MNIST 7×7 fallback |" in table.markdown(rows, tmp_path, tmp_path)
+    _record(tmp_path, "10", profile="quick", numbers={"fallback": False})
+    assert "fallback" not in listing.limits_markdown(tmp_path)
+
+
+def test_readme_links_its_limits_section_from_its_top_third_and_holds_the_published_list():
+    text = (ROOT / "README.md").read_text()
+    lines = text.splitlines()
+    link = next(i for i, ln in enumerate(lines) if "(#what-this-companion-could-not-do)" in ln)
+    assert link < len(lines) / 3
+    start, end = text.find(table.LIMITS_START), text.find(table.LIMITS_END)
+    from dgnlib.companion import limits
+
+    assert 0 < start < end and limits.markdown(limits.limitations(ROOT / "figures")) in text[start:end]

@@ -26,6 +26,7 @@ class Job:
     cwd: Path
     progress: bool = False
     position: int = 0
+    env: dict[str, str] = field(default_factory=dict)  # variables for this kernel alone (e.g. its progress file)
 
 
 @dataclass
@@ -99,6 +100,36 @@ def utc_now() -> str:
     return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
 
 
+def relative_record(notebook: Path, root: Path) -> None:
+    """Rewrite papermill's record of the paths (input, output, parameters) relative to `root` where inside it.
+
+    papermill stores the absolute paths it was given in the notebook's metadata; the executed copy is published, and
+    the build machine's folders are nobody's business.
+    """
+    import nbformat
+
+    nb = nbformat.read(notebook, as_version=4)
+    record = nb.metadata.get("papermill", {})
+
+    def rel(value: Any) -> Any:
+        if not isinstance(value, str) or not Path(value).is_absolute():
+            return value
+        try:
+            return Path(value).resolve().relative_to(Path(root).resolve()).as_posix()
+        except ValueError:
+            return value
+
+    changed = False
+    for key in ("input_path", "output_path"):
+        if key in record and rel(record[key]) != record[key]:
+            record[key], changed = rel(record[key]), True
+    for key, value in (record.get("parameters") or {}).items():
+        if rel(value) != value:
+            record["parameters"][key], changed = rel(value), True
+    if changed:
+        nbformat.write(nb, notebook)
+
+
 def execute(job: Job, kernels: Kernels) -> Result:
     """Run the notebook; its outputs stay in job.out_dir and job.output. Interrupted propagates after cleanup."""
     import papermill
@@ -113,6 +144,9 @@ def execute(job: Job, kernels: Kernels) -> Result:
         result.error = "not started: the run was interrupted"
         return result
     km = KernelManager(kernel_name="python3", connection_file=str(job.runtime / f"kernel-{job.stem}.json"))
+    if job.env:  # nbclient starts the kernel through km.start_kernel(**kw): add this job's variables to its env
+        start_kernel = km.start_kernel
+        km.start_kernel = lambda **kw: start_kernel(**{**kw, "env": {**os.environ, **kw.get("env", {}), **job.env}})
     kernels.add(km)
     start = time.monotonic()
     bar: bool | dict = {"desc": job.stem, "leave": False, "position": job.position} if job.progress else False
@@ -129,6 +163,7 @@ def execute(job: Job, kernels: Kernels) -> Result:
         result.error = f"{type(exc).__name__}: {' '.join(str(exc).split()) or 'no message'}"
     else:
         result.status = "executed"
+        relative_record(job.output, job.cwd)
         result.outputs = sorted(p.name for p in job.out_dir.iterdir() if p.is_file() and not p.name.startswith("."))
     finally:
         stop_kernel(km)

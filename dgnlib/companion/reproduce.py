@@ -29,6 +29,7 @@ from dgnlib.companion.fsio import (
 from dgnlib.companion.layout import EXIT_FAILED, EXIT_OK, INDEX_ID, InputError, Layout
 from dgnlib.companion.manifest import Manifest, Staged, commit, recover, restore_entry, stage_outputs
 from dgnlib.companion.plan import Plan, Task, make_plan
+from dgnlib.companion.progress import PROGRESS_FILE_ENV, SweepTail
 
 
 def log(message: str) -> None:
@@ -74,6 +75,7 @@ class Run:
         self.id = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{os.getpid()}"
         self.tmp = layout.tmp / self.id
         self.kernels = Kernels()
+        self.tail = SweepTail(tty=progress)  # the sweeps' progress, which the kernels write to files
         self.running: set[str] = set()
 
     def prepare(self) -> list[Task]:
@@ -111,9 +113,14 @@ class Run:
         """The execution of one task, in this run's private folder."""
         nb = task.notebook
         out = self.tmp / "out" / nb.id
+        progress_file = self.tmp / "progress" / f"{nb.stem}.json"
+        progress_file.parent.mkdir(parents=True, exist_ok=True)
+        self.tail.watch(nb.stem, progress_file)
+        # out_dir relative to the root (the kernel's working folder), so that no machine path enters the copy
         return Job(stem=nb.stem, notebook=nb.path, out_dir=out, output=self.tmp / "executed" / f"{nb.stem}.ipynb",
-                   parameters={**task.overrides, "profile": self.plan.profile, "out_dir": str(out)},
-                   runtime=self.tmp / "runtime", cwd=self.layout.root, progress=self.progress, position=position)
+                   parameters={**task.overrides, "profile": self.plan.profile, "out_dir": self.layout.rel(out)},
+                   runtime=self.tmp / "runtime", cwd=self.layout.root, progress=self.progress, position=position,
+                   env={PROGRESS_FILE_ENV: str(progress_file)})
 
     def announce(self, task: Task) -> None:
         """The 'running' line, with the last recorded run time as an estimate."""
@@ -198,8 +205,10 @@ class Run:
                         task, job, result = results.get(timeout=0.1)
                         break
                     except queue.Empty:
+                        self.tail.poll()
                         continue
                 active -= 1
+                self.tail.forget(task.notebook.stem)
                 self.finish(task, job, result)
                 self.running.discard(task.notebook.stem)
                 if task.status == "failed" and not self.keep_going:
@@ -207,6 +216,7 @@ class Run:
 
     def close(self) -> None:
         """Stop any kernel still running and remove this run's private folder."""
+        self.tail.close()
         self.kernels.stop_all()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
@@ -285,7 +295,8 @@ def _reproduce(layout: Layout, profile: str, only: str | None, sets: Sequence[st
         lock.acquire(wait=True)
     run = Run(layout, plan, force=force, keep_going=keep_going, jobs=jobs,
               progress=sys.stderr.isatty() if progress is None else progress)
-    env = {params.RUNNER_ENV: run.id, "DGN_RUN_STORE": str(plan.destination.runs),
+    # the run store relative to the root, the kernels' working folder: notebooks print it, and it is published
+    env = {params.RUNNER_ENV: run.id, "DGN_RUN_STORE": layout.rel(plan.destination.runs),
            "JUPYTER_RUNTIME_DIR": str(run.tmp / "runtime"), "DGN_WIDGETS": "static",
            **({"DGN_SCHEDULER": scheduler} if scheduler else {}), "DGN_WORKERS": str(workers),
            "PYTHONPATH": os.pathsep.join([str(layout.root), *filter(None, [os.environ.get("PYTHONPATH")])])}
