@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from dgnlib import __version__
 from dgnlib.companion.fsio import Interrupted, signals_raise
-from dgnlib.companion.layout import EXIT_BAD_INPUT, InputError, Layout
+from dgnlib.companion.layout import DEFAULT_TIMEOUT_S, EXIT_BAD_INPUT, InputError, Layout
 
 EPILOG = """exit status: 0 ok, 1 a notebook failed, 2 bad input (profile, parameter, --only, a corrupt manifest, another
 run holding the checkout), 130 interrupted (SIGINT), 143 terminated (SIGTERM).
@@ -44,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--force", action="store_true", help="rerun notebooks even when the cache says unchanged")
     rep.add_argument("--keep-going", action="store_true", help="run the other notebooks after one fails")
     rep.add_argument("--jobs", type=int, default=1, metavar="N", help="notebooks run at once (default 1)")
+    rep.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="SECONDS",
+                     help="stop a notebook that runs longer than this and report it failed (default "
+                          f"{DEFAULT_TIMEOUT_S:g} s, one day; 0: no limit)")
     rep.add_argument("--wait", action="store_true", help="wait for another run in this checkout instead of exiting 2")
     rep.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                      help="per-cell progress bars (default: on when stderr is a terminal)")
@@ -86,7 +89,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return reproduce(layout, args.profile, args.only, args.sets, publish=args.publish, force=args.force,
                              keep_going=args.keep_going, jobs=args.jobs, progress=args.progress, wait=args.wait,
-                             scheduler=args.scheduler, workers=args.workers)
+                             scheduler=args.scheduler, workers=args.workers,
+                             timeout=args.timeout)
         with signals_raise():
             if args.command == "prepare":
                 from dgnlib.companion.reproduce import prepare

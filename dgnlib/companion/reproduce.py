@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import queue
 import shutil
@@ -26,7 +27,7 @@ from dgnlib.companion.fsio import (
     signals_call,
     signals_raise,
 )
-from dgnlib.companion.layout import EXIT_FAILED, EXIT_OK, INDEX_ID, InputError, Layout
+from dgnlib.companion.layout import DEFAULT_TIMEOUT_S, EXIT_FAILED, EXIT_OK, INDEX_ID, InputError, Layout
 from dgnlib.companion.manifest import Manifest, Staged, commit, recover, restore_entry, stage_outputs
 from dgnlib.companion.plan import Plan, Task, make_plan
 
@@ -68,8 +69,9 @@ def git_state(root: Path) -> tuple[str | None, bool | None]:
 class Run:
     """One `dgn reproduce` invocation after its plan passed: lock held, private folder, kernels, commits."""
 
-    def __init__(self, layout: Layout, plan: Plan, *, force: bool, keep_going: bool, jobs: int, progress: bool):
-        self.layout, self.plan, self.dest = layout, plan, plan.destination
+    def __init__(self, layout: Layout, plan: Plan, *, force: bool, keep_going: bool, jobs: int, progress: bool,
+                 timeout: float | None = None):
+        self.layout, self.plan, self.dest, self.timeout = layout, plan, plan.destination, timeout
         self.force, self.keep_going, self.jobs, self.progress = force, keep_going, jobs, progress
         self.id = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{os.getpid()}"
         self.tmp = layout.tmp / self.id
@@ -113,7 +115,8 @@ class Run:
         out = self.tmp / "out" / nb.id
         return Job(stem=nb.stem, notebook=nb.path, out_dir=out, output=self.tmp / "executed" / f"{nb.stem}.ipynb",
                    parameters={**task.overrides, "profile": self.plan.profile, "out_dir": str(out)},
-                   runtime=self.tmp / "runtime", cwd=self.layout.root, progress=self.progress, position=position)
+                   runtime=self.tmp / "runtime", cwd=self.layout.root, progress=self.progress, position=position,
+                   timeout=self.timeout)
 
     def announce(self, task: Task) -> None:
         """The 'running' line, with the last recorded run time as an estimate."""
@@ -164,6 +167,8 @@ class Run:
     def run(self, todo: list[Task]) -> None:
         """Run up to `jobs` notebooks at once, each in a daemon thread; commits happen here, one at a time.
 
+        The front page (`INDEX_ID`) starts only after every other notebook of the run has finished and committed.
+
         A SIGINT or SIGTERM kills the kernels and raises Interrupted here at once: papermill, which does not notice
         a dead kernel while it waits for a cell, is left behind in its daemon thread and dies with the process.
         """
@@ -185,6 +190,8 @@ class Run:
         with signals_call(on_signal):
             while pending or active:
                 while pending and active < self.jobs:
+                    if pending[0].notebook.id == INDEX_ID and active:
+                        break  # the front page lists the others' results: it starts once they are all committed
                     task = pending.pop(0)
                     self.announce(task)
                     job = self.job(task, active)
@@ -214,18 +221,18 @@ class Run:
 def reproduce(layout: Layout, profile: str, only: str | None = None, sets: Sequence[str] = (), *,
               publish: bool | None = None, force: bool = False, keep_going: bool = False, jobs: int = 1,
               progress: bool | None = None, wait: bool = False, scheduler: str | None = None,
-              workers: int | None = None) -> int:
+              workers: int | None = None, timeout: float | None = DEFAULT_TIMEOUT_S) -> int:
     """`dgn reproduce`: run the selected notebooks under a profile; returns the exit status.
 
     `scheduler` (or the environment variable DGN_SCHEDULER): the address of a Dask scheduler that trains the sweeps'
     ensemble groups; it is checked before anything runs, and Dask is imported only when one is given.
     `workers` (or DGN_WORKERS): processes training the groups of a sweep side by side here (`dgnlib.pool`); by
-    default the usable cores divided by `jobs`.
+    default the usable cores divided by `jobs`. `timeout`: seconds a notebook may run (0 or None: no limit).
     """
     with signals_raise():
         try:
             return _reproduce(layout, profile, only, sets, publish, force, keep_going, jobs, progress, wait,
-                              scheduler or os.environ.get("DGN_SCHEDULER") or None, workers)
+                              scheduler or os.environ.get("DGN_SCHEDULER") or None, workers, timeout)
         except Interrupted as exc:
             log(f"interrupted ({exc}): nothing half-done was kept; the next run redoes only what is missing")
             return exc.exit_status
@@ -260,10 +267,13 @@ def _check_scheduler(address: str) -> None:
 
 def _reproduce(layout: Layout, profile: str, only: str | None, sets: Sequence[str], publish: bool | None,
                force: bool, keep_going: bool, jobs: int, progress: bool | None, wait: bool,
-               scheduler: str | None = None, workers: int | None = None) -> int:
+               scheduler: str | None = None, workers: int | None = None,
+               timeout: float | None = DEFAULT_TIMEOUT_S) -> int:
     """The body of `reproduce`, inside its signal handlers."""
     if jobs < 1:
         raise InputError(f"--jobs {jobs}: expected a positive number of notebooks run at once")
+    if timeout is not None and not (timeout >= 0 and math.isfinite(timeout)):
+        raise InputError(f"--timeout {timeout:g}: expected a number of seconds, at least 0 (0: no limit)")
     workers = _workers(workers, jobs)
     started = time.monotonic()
     publish = (profile == "paper") if publish is None else publish
@@ -284,7 +294,7 @@ def _reproduce(layout: Layout, profile: str, only: str | None, sets: Sequence[st
         log(f"waiting for the `dgn reproduce` of {holder} to finish ...")
         lock.acquire(wait=True)
     run = Run(layout, plan, force=force, keep_going=keep_going, jobs=jobs,
-              progress=sys.stderr.isatty() if progress is None else progress)
+              progress=sys.stderr.isatty() if progress is None else progress, timeout=timeout or None)
     env = {params.RUNNER_ENV: run.id, "DGN_RUN_STORE": str(plan.destination.runs),
            "JUPYTER_RUNTIME_DIR": str(run.tmp / "runtime"), "DGN_WIDGETS": "static",
            **({"DGN_SCHEDULER": scheduler} if scheduler else {}), "DGN_WORKERS": str(workers),
