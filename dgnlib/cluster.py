@@ -37,9 +37,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from .sources import science_sources
+
 ENV = "DGN_SCHEDULER"
 PACKAGE = Path(__file__).resolve().parent
-TOOLING = ("companion",)  # subpackages of the tooling wing: never run by a task, so not part of the source check
 POLL_S = 0.2  # how often a wait wakes up, so that Ctrl-C is handled promptly whatever thread receives it
 _ADDRESS = re.compile(r"^(?:(tcp|tls)://)?(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})$")
 
@@ -68,12 +69,8 @@ def check_address(address: str) -> str:
 
 def source_hashes(root: Path = PACKAGE) -> dict[str, str]:
     """SHA-256 of each science module's source, keyed by its path inside the package (the tooling wing left out)."""
-    out = {}
-    for path in sorted(root.rglob("*.py")):
-        rel = path.relative_to(root)
-        if rel.parts[0] not in TOOLING:
-            out[rel.as_posix()] = hashlib.sha256(path.read_bytes()).hexdigest()
-    return out
+    return {path.relative_to(root).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
+            for path in science_sources(root)}
 
 
 def fingerprint() -> dict[str, Any]:
