@@ -214,7 +214,8 @@ def make_plan(layout: Layout, profile: str, only: str | None, sets: Sequence[str
         values = {**defaults, **overrides[path.stem], "profile": profile}
         values.pop("out_dir", None)
         schema = schemas.get(path.stem)
-        errors += schema.problems({**values, "out_dir": ""}, path.stem, where=f"{layout.rel(path)} ({profile})")
+        errors += schema.problems({**values, "out_dir": ""}, path.stem, where=f"{layout.rel(path)} ({profile})",
+                                  root=layout.root)
         values = {k: values[k] for k in defaults if k in values}  # the parameters cell's order
         tasks.append(Task(Notebook(path, defaults, code), overrides[path.stem], values))
     if errors:
