@@ -97,13 +97,13 @@ out = pathlib.Path(out_dir)
 def add_index(root: Path) -> Path:
     """Add a front page `00_index` that lists (id, seed) of every figure in build/figures/<profile>/MANIFEST.json."""
     nb = new_notebook(cells=[
-        new_code_cell('profile = "paper"  # a profile\nout_dir = ""  # where outputs go\nseed = 0  # master seed\n',
-                      metadata={"tags": ["parameters"]}),
+        new_code_cell('profile = "paper"  # a profile\nout_dir = ""  # where outputs go\nseed = 0  # master seed\n'
+                      'figures_dir = ""  # a folder to list (unused here)\n', metadata={"tags": ["parameters"]}),
         new_code_cell(INDEX_BODY),
     ])
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, root / "notebooks" / "00_index.ipynb")
     schemas = root / "dgnlib" / "schemas.py"
-    schemas.write_text(schemas.read_text() + 'SCHEMAS["00_index"] = Schema({k: COMMON[k] for k in '
-                                              '("profile", "out_dir", "seed")})\n')
+    schemas.write_text(schemas.read_text() + 'from dgnlib.params import Folder\nSCHEMAS["00_index"] = Schema({'
+                       '**{k: COMMON[k] for k in ("profile", "out_dir", "seed")}, "figures_dir": Folder()})\n')
     return root

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -52,3 +53,101 @@ def test_with_jobs_the_front_page_runs_last_and_lists_this_runs_results(repo):
     assert order[-1] == "00_index" and sorted(order[:2]) == ["01_flaky", "02_ok"], err
     rows = (repo / "build" / "figures" / "smoke" / "00.csv").read_text().splitlines()
     assert rows == ["id,seed", "01,2", "02,2"]
+
+
+def one_line_refusal(root: Path, *args: str, env: dict | None = None) -> str:
+    """Run `dgn` expecting exit 2 and a single line on stderr; return that line."""
+    import os
+    import subprocess
+    import sys
+
+    from companion_fixture import ROOT
+
+    full = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    full.pop("DGN_RUNNER", None)
+    done = subprocess.run([sys.executable, "-m", "dgnlib", *args], cwd=ROOT, env=full, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in done.stderr, done.stderr
+    if root != ROOT:
+        assert not list((root / "build").glob("figures/*/MANIFEST.json"))  # nothing ran
+    return lines[0]
+
+
+@pytest.mark.parametrize(("env", "needle"), [
+    ({"DGN_THREADS": "abc"}, "DGN_THREADS must be a positive integer"),
+    ({"DGN_THREADS": "0"}, "DGN_THREADS must be a positive integer"),
+    ({"DGN_WORKERS": "-2"}, "DGN_WORKERS must be a positive integer"),
+    ({"DGN_DATA_DIR": "/no/such/data/folder"}, "DGN_DATA_DIR='/no/such/data/folder' does not exist"),
+])
+def test_bad_environment_variables_are_refused_up_front(repo, env, needle):
+    assert needle in one_line_refusal(repo, "--root", str(repo), "reproduce", "--profile", "smoke", env=env)
+
+
+def test_bad_values_are_refused_up_front(repo, tmp_path):
+    base = ("--root", str(repo), "reproduce", "--profile", "smoke")
+    from companion_fixture import ROOT
+
+    # the real schemas (the fixture's are its own): nothing runs, the plan is refused
+    real = one_line_refusal(ROOT, "reproduce", "--profile", "smoke", "--only", "01", "--set", f"seed={2**64}")
+    assert "'seed' must be an integer in [0, 18446744073709551615]" in real
+    assert "alias" in one_line_refusal(repo, *base, "--set", "depths=[&a 2, *a]")
+    bomb = "[" + ",".join(["&a [1,1,1,1,1,1,1,1]"] + ["*a"] * 40) + "]"
+    assert "alias" in one_line_refusal(repo, *base, "--set", f"depths={bomb}")
+    (repo / "profiles" / "latin1.yaml").write_bytes(b"02_ok:\n  n: 5 # \xe9t\xe9\n")
+    assert "not UTF-8" in one_line_refusal(repo, "--root", str(repo), "reproduce", "--profile", "latin1")
+    missing = tmp_path / "nowhere"
+    assert f"--root {missing}: no such folder" in one_line_refusal(repo, "--root", str(missing), "reproduce")
+
+
+def test_a_missing_folder_parameter_is_refused_up_front(repo):
+    add_index(repo)
+    line = one_line_refusal(repo, "--root", str(repo), "reproduce", "--profile", "smoke", "--set",
+                            "00.figures_dir=no/such")
+    assert "'figures_dir' names no folder" in line and "does not exist" in line
+
+
+def test_a_run_store_that_cannot_be_written_is_refused_before_anything_trains(repo):
+    store = repo / "build" / "runs" / "smoke"
+    store.parent.mkdir(parents=True)
+    store.write_text("")  # a file where the run store's folder belongs
+    line = one_line_refusal(repo, "--root", str(repo), "reproduce", "--profile", "smoke")
+    assert "build/runs/smoke" in line and "is not a folder" in line
+    store.unlink()
+    (store / "ab").mkdir(parents=True)
+    (store / "ab").chmod(0o555)
+    try:
+        if os.access(store / "ab", os.W_OK):
+            return  # root may write anywhere: the permission case cannot be staged here
+        line = one_line_refusal(repo, "--root", str(repo), "reproduce", "--profile", "smoke")
+        assert "build/runs/smoke/ab" in line and "cannot write" in line
+    finally:
+        (store / "ab").chmod(0o755)
+
+
+def wait_for(path: Path, timeout: float = 60.0) -> None:
+    """Wait until `path` exists."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.05)
+
+
+def test_the_lock_holds_when_its_file_is_removed(repo):
+    first = dgn_process(repo, "reproduce", "--profile", "smoke", "--only", "02", "--set", "02.sleep=4.0")
+    wait_for(repo / "build" / "runs" / "02.started")
+    (repo / "build" / "reproduce.lock").unlink()
+    second, err2, _ = run(repo, "reproduce", "--profile", "smoke", "--only", "01")
+    assert second == 2 and f"pid {first.pid}" in err2 and "reproduce.lock was removed" in err2, err2
+    assert err2.count("\n") == 1
+    _, err1 = first.communicate(timeout=60)
+    assert first.returncode == 0 and "executed 02_ok" in err1, err1  # its private folder was left alone
+    status, err, _ = run(repo, "reproduce", "--profile", "smoke", "--only", "01")
+    assert status == 0, err  # the holder is gone: the next run goes ahead
+
+
+def test_a_lock_path_that_is_a_folder_is_one_clear_line(repo):
+    (repo / "build" / "reproduce.lock").mkdir(parents=True)
+    line = one_line_refusal(repo, "--root", str(repo), "reproduce", "--profile", "smoke")
+    assert "build/reproduce.lock" in line and "is a folder" in line and "remove it" in line

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from dgnlib import __version__
 from dgnlib.companion.fsio import Interrupted, signals_raise
@@ -81,6 +82,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exc.code or 0)
     if args.command is None:
         parser.print_help(sys.stderr)
+        return EXIT_BAD_INPUT
+    if args.root is not None and not Path(args.root).is_dir():
+        print(f"error: --root {args.root}: {'not a folder' if Path(args.root).exists() else 'no such folder'}; name a "
+              "checkout holding notebooks/ and profiles/", file=sys.stderr)
         return EXIT_BAD_INPUT
     layout = Layout.at(args.root)
     try:

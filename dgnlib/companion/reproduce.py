@@ -22,6 +22,8 @@ from dgnlib.companion.fsio import (
     CheckoutLock,
     Interrupted,
     LockBusy,
+    folder_holder,
+    hold_folder,
     move_atomic,
     read_json,
     signals_call,
@@ -77,14 +79,29 @@ class Run:
         self.tmp = layout.tmp / self.id
         self.kernels = Kernels()
         self.running: set[str] = set()
+        self.owner_fd: int | None = None
+
+    def claim(self) -> None:
+        """Make this run's private folder and hold it; InputError when another live run holds one (lock removed)."""
+        others = [(p.name, pid) for p in sorted(self.layout.tmp.glob("*")) if (pid := folder_holder(p)) is not None]
+        if others:
+            name, pid = others[0]
+            raise InputError(f"another `dgn reproduce` (pid {pid or 'unknown'}, run {name}) is still running in this "
+                             f"checkout although {self.layout.rel(self.layout.lock)} was removed: wait for it to "
+                             "finish (or stop it), then rerun")
+        try:
+            self.owner_fd = hold_folder(self.tmp)
+        except OSError as exc:
+            raise InputError(f"{self.layout.rel(self.tmp)}: cannot create this run's folder ({exc.strerror})") from exc
 
     def prepare(self) -> list[Task]:
         """Repair what a killed run left, check the manifests, and sort the tasks into cached and to-run."""
         for what in recover(self.layout):
             log(f"repaired: finished the commit of {what} that an earlier run left half done")
-        if self.layout.tmp.is_dir():  # we hold the lock: any folder there belongs to a run that is gone
+        if self.layout.tmp.is_dir():  # we hold the lock, and `claim` found no live owner: these runs are gone
             for stale in self.layout.tmp.iterdir():
-                shutil.rmtree(stale, ignore_errors=True)
+                if stale != self.tmp and folder_holder(stale) is None:
+                    shutil.rmtree(stale, ignore_errors=True)
         self.manifest = Manifest.read(self.dest.manifest, self.layout)
         self.published = Manifest.read(self.layout.figures / "MANIFEST.json", self.layout)
         self.ctx = cache.Context.of(self.layout)
@@ -216,6 +233,9 @@ class Run:
         """Stop any kernel still running and remove this run's private folder."""
         self.kernels.stop_all()
         shutil.rmtree(self.tmp, ignore_errors=True)
+        if self.owner_fd is not None:
+            os.close(self.owner_fd)
+            self.owner_fd = None
 
 
 def reproduce(layout: Layout, profile: str, only: str | None = None, sets: Sequence[str] = (), *,
@@ -253,6 +273,19 @@ def _workers(workers: int | None, jobs: int) -> int:
     return workers
 
 
+def _check_environment() -> None:
+    """Refuse, before anything runs, environment variables the kernels would trip on late: DGN_THREADS, DGN_DATA_DIR."""
+    from dgnlib import threads
+    from dgnlib.datafiles import data_dir_problem
+
+    try:
+        threads.threads_from_env()
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    if problem := data_dir_problem():
+        raise InputError(problem)
+
+
 def _check_scheduler(address: str) -> None:
     """Fail fast (exit 2) when the Dask scheduler is malformed, unreachable, or its workers differ from this client."""
     from dgnlib import cluster  # imports Dask: only when a scheduler is given
@@ -265,6 +298,26 @@ def _check_scheduler(address: str) -> None:
         raise InputError(str(exc)) from None
 
 
+def _take_lock(layout: Layout, wait: bool) -> CheckoutLock:
+    """The checkout lock, held; InputError (exit 2) when another run holds it (unless `wait`) or it cannot be made."""
+    lock = CheckoutLock(layout.lock)
+    try:
+        try:
+            lock.acquire(wait=False)
+        except LockBusy as busy:
+            holder = f"pid {busy.pid}" if busy.pid else "another process"
+            if not wait:
+                raise InputError(f"another `dgn reproduce` ({holder}) is running in this checkout "
+                                 f"({layout.rel(layout.lock)}): wait for it to finish, or rerun with --wait") from None
+            log(f"waiting for the `dgn reproduce` of {holder} to finish ...")
+            lock.acquire(wait=True)
+    except OSError as exc:
+        kind = "a folder" if layout.lock.is_dir() else "not usable"
+        raise InputError(f"{layout.rel(layout.lock)}: cannot take the checkout lock, it is {kind} ({exc.strerror}); "
+                         "remove it and rerun") from None
+    return lock
+
+
 def _reproduce(layout: Layout, profile: str, only: str | None, sets: Sequence[str], publish: bool | None,
                force: bool, keep_going: bool, jobs: int, progress: bool | None, wait: bool,
                scheduler: str | None = None, workers: int | None = None,
@@ -275,6 +328,7 @@ def _reproduce(layout: Layout, profile: str, only: str | None, sets: Sequence[st
     if timeout is not None and not (timeout >= 0 and math.isfinite(timeout)):
         raise InputError(f"--timeout {timeout:g}: expected a number of seconds, at least 0 (0: no limit)")
     workers = _workers(workers, jobs)
+    _check_environment()
     started = time.monotonic()
     publish = (profile == "paper") if publish is None else publish
     plan = make_plan(layout, profile, only, sets, publish)
@@ -283,18 +337,14 @@ def _reproduce(layout: Layout, profile: str, only: str | None, sets: Sequence[st
         return EXIT_OK
     if scheduler:
         _check_scheduler(scheduler)
-    lock = CheckoutLock(layout.lock)
-    try:
-        lock.acquire(wait=False)
-    except LockBusy as busy:
-        holder = f"pid {busy.pid}" if busy.pid else "another process"
-        if not wait:
-            raise InputError(f"another `dgn reproduce` ({holder}) is running in this checkout "
-                             f"({layout.rel(layout.lock)}): wait for it to finish, or rerun with --wait") from None
-        log(f"waiting for the `dgn reproduce` of {holder} to finish ...")
-        lock.acquire(wait=True)
+    lock = _take_lock(layout, wait)
     run = Run(layout, plan, force=force, keep_going=keep_going, jobs=jobs,
               progress=sys.stderr.isatty() if progress is None else progress, timeout=timeout or None)
+    try:
+        run.claim()
+    except BaseException:
+        lock.release()
+        raise
     env = {params.RUNNER_ENV: run.id, "DGN_RUN_STORE": str(plan.destination.runs),
            "JUPYTER_RUNTIME_DIR": str(run.tmp / "runtime"), "DGN_WIDGETS": "static",
            **({"DGN_SCHEDULER": scheduler} if scheduler else {}), "DGN_WORKERS": str(workers),
