@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -151,3 +152,91 @@ def test_a_lock_path_that_is_a_folder_is_one_clear_line(repo):
     (repo / "build" / "reproduce.lock").mkdir(parents=True)
     line = one_line_refusal(repo, "--root", str(repo), "reproduce", "--profile", "smoke")
     assert "build/reproduce.lock" in line and "is a folder" in line and "remove it" in line
+
+
+DISK_FULL_ON_01 = """
+import errno, os, sys
+from dgnlib.companion import manifest
+real = manifest.move_atomic
+def full_for_01(src, dst):
+    if os.path.basename(str(dst)).startswith("01"):
+        raise OSError(errno.ENOSPC, "No space left on device", str(dst))
+    real(src, dst)
+manifest.move_atomic = full_for_01
+from dgnlib.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_full_disk_during_a_commit_is_a_clear_failure_and_keep_going_goes_on(repo):
+    import subprocess
+    import sys
+
+    from companion_fixture import ROOT
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("DGN_RUNNER", None)
+    done = subprocess.run([sys.executable, "-c", DISK_FULL_ON_01, "--root", str(repo), "reproduce", "--profile",
+                           "smoke", "--keep-going"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    [failed] = [line for line in done.stderr.splitlines() if line.startswith("FAILED")]
+    assert "01_flaky" in failed and "No space left on device" in failed and "rerun" in failed
+    assert "executed 02_ok" in done.stderr
+    status, err, _ = run(repo, "reproduce", "--profile", "smoke")
+    assert status == 0 and "repaired: finished the commit of 01 (smoke)" in err, err
+    assert "cached   01_flaky" in err and "cached   02_ok" in err
+
+
+def test_a_truncated_executed_copy_is_not_kept_as_the_failed_copy(repo):
+    # the notebook fails after the kernel is killed; a stale, truncated copy is what papermill left
+    failed = repo / "build" / "executed" / "smoke" / "02_ok.failed.ipynb"
+    failed.parent.mkdir(parents=True)
+    failed.write_text('{"cells": [')  # an earlier run's copy, cut short by a full disk
+    status, err, _ = run(repo, "reproduce", "--profile", "smoke", "--only", "02", "--set", "02.die=9")
+    assert status == 1, err
+    if failed.exists():
+        json.loads(failed.read_text())  # whatever is presented as the executed copy is a whole notebook
+        assert "executed copy: build/executed/smoke/02_ok.failed.ipynb" in err
+    else:
+        assert "executed copy: none" in err
+
+
+def test_complete_notebook_tells_a_truncated_copy_from_a_whole_one(tmp_path):
+    from dgnlib.companion.fsio import complete_notebook
+
+    whole = tmp_path / "a.ipynb"
+    whole.write_text(json.dumps({"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
+    cut = tmp_path / "b.ipynb"
+    cut.write_bytes(whole.read_bytes()[:20])
+    assert complete_notebook(whole) and not complete_notebook(cut) and not complete_notebook(tmp_path / "none")
+
+
+SIGTERM_IN_COMMIT = """
+import os, signal, sys
+from dgnlib.companion import manifest
+real = manifest.move_atomic
+def move_and_term(src, dst):
+    if os.path.basename(str(dst)) == "02.csv":
+        os.kill(os.getpid(), signal.SIGTERM)  # held back until the commit completes
+    real(src, dst)
+manifest.move_atomic = move_and_term
+from dgnlib.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_the_log_after_sigterm_says_a_completed_commit_was_kept(repo):
+    import subprocess
+    import sys
+
+    from companion_fixture import ROOT
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("DGN_RUNNER", None)
+    done = subprocess.run([sys.executable, "-c", SIGTERM_IN_COMMIT, "--root", str(repo), "reproduce", "--profile",
+                           "smoke", "--only", "02"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 143, done.stderr
+    assert "committed 02_ok before stopping: its results are kept" in done.stderr
+    assert "nothing of it is kept" not in done.stderr
+    manifest = json.loads((repo / "build" / "figures" / "smoke" / "MANIFEST.json").read_text())
+    assert set(manifest["figures"]) == {"02"}

@@ -98,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                              timeout=args.timeout)
         with signals_raise():
             if args.command == "prepare":
-                from dgnlib.companion.reproduce import prepare
+                from dgnlib.companion.prepare import prepare
 
                 return prepare(layout, args.profile, args.dest, args.only, args.sets)
             from dgnlib.render import render

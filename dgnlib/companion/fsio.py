@@ -76,6 +76,15 @@ def read_json(path: Path) -> Any:
         return None
 
 
+def complete_notebook(path: Path) -> bool:
+    """Whether `path` holds a whole notebook (a full disk can leave a truncated one)."""
+    try:
+        node = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(node, dict) and isinstance(node.get("cells"), list)
+
+
 def probe_writable(folder: Path) -> str | None:
     """Why files cannot be created in `folder` (or where it would be created), or None when they can."""
     target = Path(folder)

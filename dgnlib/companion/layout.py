@@ -34,7 +34,7 @@ class Destination:
     executed: Path
     runs: Path
     cache: Path
-    journal: Path  # the commit journal: present only while (or because) a commit was cut short
+    journal: Path  # the commit journals are <stem>--<figure id>.json beside it (see manifest.journal_path)
 
     @property
     def manifest(self) -> Path:

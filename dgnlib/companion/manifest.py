@@ -86,12 +86,18 @@ def commit(layout: Layout, dest: Destination, staged: Staged) -> None:
         "executed_from": str(staged.executed_from), "executed_to": str(staged.executed_to),
         "entry": staged.entry, "cache_path": str(staged.cache_path), "cache_entry": staged.cache_entry,
     }
+    path = journal_path(dest, staged.fig_id)
     with signals_held():
-        write_json(dest.journal, journal)
-        _roll_forward(layout, dest, journal)
+        write_json(path, journal)
+        _roll_forward(layout, dest, journal, path)
 
 
-def _roll_forward(layout: Layout, dest: Destination, journal: dict[str, Any]) -> None:
+def journal_path(dest: Destination, fig_id: str) -> Path:
+    """The journal of one figure's commit: one per figure, so that a commit cut short by a full disk blocks no other."""
+    return dest.journal.with_name(f"{dest.journal.stem}--{fig_id}.json")
+
+
+def _roll_forward(layout: Layout, dest: Destination, journal: dict[str, Any], path: Path) -> None:
     """Finish a journalled commit; each step may already have happened (idempotent)."""
     folder, figures = Path(journal["folder"]), Path(journal["figures"])
     entry, fig_id = journal["entry"], journal["fig_id"]
@@ -101,7 +107,7 @@ def _roll_forward(layout: Layout, dest: Destination, journal: dict[str, Any]) ->
         if (folder / name).is_file():
             move_atomic(folder / name, figures / name)
         elif not (figures / name).is_file() or sha256_file(figures / name) != sha:
-            raise InputError(f"{layout.rel(dest.journal)}: cannot finish the commit of {fig_id}: {name} is lost; "
+            raise InputError(f"{layout.rel(path)}: cannot finish the commit of {fig_id}: {name} is lost; "
                              "delete the journal and rerun that notebook")
     previous = manifest.figures.get(fig_id, {})
     for stale in set(previous.get("outputs", {})) - set(entry["outputs"]):
@@ -114,7 +120,7 @@ def _roll_forward(layout: Layout, dest: Destination, journal: dict[str, Any]) ->
     manifest.figures[fig_id] = {**entry, "run_seconds_by_profile": dict(sorted(seconds.items()))}
     manifest.write()
     write_json(Path(journal["cache_path"]), journal["cache_entry"])
-    dest.journal.unlink(missing_ok=True)
+    path.unlink(missing_ok=True)
     shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -126,10 +132,10 @@ def recover(layout: Layout) -> list[str]:
         if not isinstance(journal, dict) or "entry" not in journal:
             path.unlink()  # written half (it is written atomically, so only by hand): nothing was moved yet
             continue
-        name = path.stem
+        name = path.stem.split("--")[0]  # <destination>--<figure id>.json (<destination>.json before)
         dest = layout.destination(name, publish=name == "published")
         with signals_held():
-            _roll_forward(layout, dest, journal)
+            _roll_forward(layout, dest, journal, path)
         repaired.append(f"{journal['fig_id']} ({'published' if dest.published else name})")
     return repaired
 

@@ -16,12 +16,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from dgnlib import params
-from dgnlib.companion import cache, table
+from dgnlib.companion import cache, preflight, table
 from dgnlib.companion.execute import Job, Kernels, Result, execute
 from dgnlib.companion.fsio import (
-    CheckoutLock,
     Interrupted,
-    LockBusy,
+    complete_notebook,
     folder_holder,
     hold_folder,
     move_atomic,
@@ -30,7 +29,7 @@ from dgnlib.companion.fsio import (
     signals_raise,
 )
 from dgnlib.companion.layout import DEFAULT_TIMEOUT_S, EXIT_FAILED, EXIT_OK, INDEX_ID, InputError, Layout
-from dgnlib.companion.manifest import Manifest, Staged, commit, recover, restore_entry, stage_outputs
+from dgnlib.companion.manifest import Manifest, Staged, commit, journal_path, recover, restore_entry, stage_outputs
 from dgnlib.companion.plan import Plan, Task, make_plan
 
 
@@ -80,6 +79,8 @@ class Run:
         self.kernels = Kernels()
         self.running: set[str] = set()
         self.owner_fd: int | None = None
+        self.keep: set[Path] = set()  # staged files of commits cut short, which the next run finishes
+        self.committed: set[str] = set()  # notebooks whose commit completed (a signal may follow it)
 
     def claim(self) -> None:
         """Make this run's private folder and hold it; InputError when another live run holds one (lock removed)."""
@@ -143,21 +144,51 @@ class Run:
         log(f"running  {task.notebook.stem} ({profile} profile; {task.reason}{estimate})")
 
     def finish(self, task: Task, job: Job, result: Result) -> None:
-        """Commit a successful run (all or nothing) or report a failed one."""
+        """Commit a successful run (all or nothing) or report a failed one; a commit that hits an OSError fails."""
         task.seconds = result.seconds
+        if result.status == "executed":
+            try:
+                self.commit(task, job, result)
+                return
+            except OSError as exc:  # a full disk, a permission changed under us: this notebook fails, clearly
+                where = f" ({exc.filename})" if exc.filename else ""
+                later = ""
+                if journal_path(self.dest, task.notebook.id).exists():  # the next run finishes this commit
+                    self.keep.update({job.out_dir, job.output})
+                    later = "; the next run finishes this commit"
+                result = Result(seconds=result.seconds, error=f"CommitError: cannot commit its results: "
+                                f"{exc.strerror or exc}{where}; free the space (or fix the permissions) and "
+                                f"rerun{later}")
+        self.report_failure(task, job, result)
+
+    def report_failure(self, task: Task, job: Job, result: Result) -> None:
+        """Keep the executed copy of a failed run when it is complete, and log what failed where."""
+        task.status = "failed"
+        layout, nb = self.layout, task.notebook
+        failed_copy = layout.failed_copies(self.plan.profile) / f"{nb.stem}.failed.ipynb"
+        copy = "none (it did not start)"
+        if job.output in self.keep:
+            copy = f"{layout.rel(job.output)} (kept for the commit that the next run finishes)"
+        else:
+            failed_copy.unlink(missing_ok=True)  # an earlier failure's copy would be taken for this one's
+        if job.output not in self.keep and job.output.is_file():
+            copy = "none (it was left incomplete, e.g. by a full disk)"
+            if complete_notebook(job.output):
+                try:
+                    move_atomic(job.output, failed_copy)
+                    copy = layout.rel(failed_copy)
+                except OSError as exc:
+                    copy = f"none (it could not be kept: {exc.strerror or exc})"
+        where = f"cell {result.cell} (In [{result.exec_count}])" if result.cell is not None else "outside any cell"
+        error = result.error.replace("\n", "\n         ")
+        log(f"FAILED   {nb.stem} after {result.seconds:.1f} s: {where} raised {error}\n"
+            f"         executed copy: {copy}\n"
+            f"         its previous outputs in {layout.rel(self.dest.figures)}/ are left as they were")
+
+    def commit(self, task: Task, job: Job, result: Result) -> None:
+        """Record and commit a successful run, all or nothing (OSError when the disk refuses)."""
         layout, nb, profile = self.layout, task.notebook, self.plan.profile
         failed_copy = layout.failed_copies(profile) / f"{nb.stem}.failed.ipynb"
-        if result.status != "executed":
-            task.status = "failed"
-            if job.output.is_file():
-                move_atomic(job.output, failed_copy)
-            where = f"cell {result.cell} (In [{result.exec_count}])" if result.cell is not None else "outside any cell"
-            copy = layout.rel(failed_copy) if failed_copy.is_file() else "none (it did not start)"
-            error = result.error.replace("\n", "\n         ")
-            log(f"FAILED   {nb.stem} after {result.seconds:.1f} s: {where} raised {error}\n"
-                f"         executed copy: {copy}\n"
-                f"         its previous outputs in {layout.rel(self.dest.figures)}/ are left as they were")
-            return
         outputs = stage_outputs(job.out_dir)
         record = read_json(job.out_dir / f"{nb.id}.json")
         record = record if isinstance(record, dict) else {}
@@ -173,11 +204,17 @@ class Run:
             "claim": record.get("claim"), "verdict": record.get("verdict"),
         }
         cache_entry = cache.make_entry(task, self.ctx, outputs, layout.rel(executed_to), entry)
-        commit(layout, self.dest, Staged(nb.id, job.out_dir, job.output, executed_to, entry,
-                                         cache.entry_path(self.dest, nb.id), cache_entry))
+        try:
+            commit(layout, self.dest, Staged(nb.id, job.out_dir, job.output, executed_to, entry,
+                                             cache.entry_path(self.dest, nb.id), cache_entry))
+        except Interrupted:  # raised once the commit has completed, signals having been held during it
+            task.status = "executed"
+            self.committed.add(nb.stem)
+            raise
+        task.status = "executed"
+        self.committed.add(nb.stem)
         self.manifest = Manifest.read(self.dest.manifest, layout)
         failed_copy.unlink(missing_ok=True)
-        task.status = "executed"
         verdict = f", verdict: {entry['verdict']}" if entry["verdict"] else ""
         log(f"executed {nb.stem} in {result.seconds:.1f} s ({len(outputs)} files{verdict})")
 
@@ -232,7 +269,12 @@ class Run:
     def close(self) -> None:
         """Stop any kernel still running and remove this run's private folder."""
         self.kernels.stop_all()
-        shutil.rmtree(self.tmp, ignore_errors=True)
+        if not self.keep:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+        else:  # staged files that a commit journal names stay for the next run's `recover`
+            for path in [self.tmp / "runtime", *self.tmp.glob("out/*"), *self.tmp.glob("executed/*")]:
+                if path not in self.keep:
+                    shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
         if self.owner_fd is not None:
             os.close(self.owner_fd)
             self.owner_fd = None
@@ -258,64 +300,14 @@ def reproduce(layout: Layout, profile: str, only: str | None = None, sets: Seque
             return exc.exit_status
 
 
-def _workers(workers: int | None, jobs: int) -> int:
-    """Training processes per notebook: --workers, else DGN_WORKERS, else the usable cores shared by the jobs."""
-    from dgnlib import pool  # no torch: the pool imports it in its workers only
-
-    if workers is None:
-        try:
-            workers = pool.workers_from_env() if os.environ.get(pool.WORKERS_ENV, "").strip() else max(
-                1, pool.usable_cores() // jobs)
-        except ValueError as exc:
-            raise InputError(str(exc)) from None
-    if workers < 1:
-        raise InputError(f"--workers {workers}: expected a positive number of training processes")
-    return workers
 
 
-def _check_environment() -> None:
-    """Refuse, before anything runs, environment variables the kernels would trip on late: DGN_THREADS, DGN_DATA_DIR."""
-    from dgnlib import threads
-    from dgnlib.datafiles import data_dir_problem
-
-    try:
-        threads.threads_from_env()
-    except ValueError as exc:
-        raise InputError(str(exc)) from None
-    if problem := data_dir_problem():
-        raise InputError(problem)
 
 
-def _check_scheduler(address: str) -> None:
-    """Fail fast (exit 2) when the Dask scheduler is malformed, unreachable, or its workers differ from this client."""
-    from dgnlib import cluster  # imports Dask: only when a scheduler is given
-
-    try:
-        cluster.check_address(address)
-        with cluster.DaskExecutor(address):
-            pass
-    except cluster.ClusterError as exc:
-        raise InputError(str(exc)) from None
 
 
-def _take_lock(layout: Layout, wait: bool) -> CheckoutLock:
-    """The checkout lock, held; InputError (exit 2) when another run holds it (unless `wait`) or it cannot be made."""
-    lock = CheckoutLock(layout.lock)
-    try:
-        try:
-            lock.acquire(wait=False)
-        except LockBusy as busy:
-            holder = f"pid {busy.pid}" if busy.pid else "another process"
-            if not wait:
-                raise InputError(f"another `dgn reproduce` ({holder}) is running in this checkout "
-                                 f"({layout.rel(layout.lock)}): wait for it to finish, or rerun with --wait") from None
-            log(f"waiting for the `dgn reproduce` of {holder} to finish ...")
-            lock.acquire(wait=True)
-    except OSError as exc:
-        kind = "a folder" if layout.lock.is_dir() else "not usable"
-        raise InputError(f"{layout.rel(layout.lock)}: cannot take the checkout lock, it is {kind} ({exc.strerror}); "
-                         "remove it and rerun") from None
-    return lock
+
+
 
 
 def _reproduce(layout: Layout, profile: str, only: str | None, sets: Sequence[str], publish: bool | None,
@@ -327,8 +319,8 @@ def _reproduce(layout: Layout, profile: str, only: str | None, sets: Sequence[st
         raise InputError(f"--jobs {jobs}: expected a positive number of notebooks run at once")
     if timeout is not None and not (timeout >= 0 and math.isfinite(timeout)):
         raise InputError(f"--timeout {timeout:g}: expected a number of seconds, at least 0 (0: no limit)")
-    workers = _workers(workers, jobs)
-    _check_environment()
+    workers = preflight.workers(workers, jobs)
+    preflight.check_environment()
     started = time.monotonic()
     publish = (profile == "paper") if publish is None else publish
     plan = make_plan(layout, profile, only, sets, publish)
@@ -336,8 +328,8 @@ def _reproduce(layout: Layout, profile: str, only: str | None, sets: Sequence[st
         log(f"nothing to run: no notebooks named NN_name.ipynb in {layout.rel(layout.notebooks)}")
         return EXIT_OK
     if scheduler:
-        _check_scheduler(scheduler)
-    lock = _take_lock(layout, wait)
+        preflight.check_scheduler(scheduler)
+    lock = preflight.take_lock(layout, wait)
     run = Run(layout, plan, force=force, keep_going=keep_going, jobs=jobs,
               progress=sys.stderr.isatty() if progress is None else progress, timeout=timeout or None)
     try:
@@ -355,8 +347,10 @@ def _reproduce(layout: Layout, profile: str, only: str | None, sets: Sequence[st
             try:
                 run.run(todo)
             except Interrupted:
-                if run.running:
-                    log(f"stopped  {', '.join(sorted(run.running))}: nothing of it is kept")
+                if kept := sorted(run.running & run.committed):
+                    log(f"committed {', '.join(kept)} before stopping: its results are kept")
+                if lost := sorted(run.running - run.committed):
+                    log(f"stopped  {', '.join(lost)}: nothing of it is kept")
                 raise
         if plan.destination.published:
             rows = table.figure_table({"figures": Manifest.read(layout.figures / "MANIFEST.json", layout).figures},
@@ -381,25 +375,4 @@ def _summary(layout: Layout, plan: Plan, seconds: float) -> int:
     if counts["failed"]:
         log(f"failed: {', '.join(counts['failed'])}")
         return EXIT_FAILED
-    return EXIT_OK
-
-
-def prepare(layout: Layout, profile: str, dest: str, only: str | None = None, sets: Sequence[str] = ()) -> int:
-    """`dgn prepare`: write the parameterised notebooks (not executed) for nbval, out_dir = <dest>/figures."""
-    import papermill
-
-    plan = make_plan(layout, profile, only, sets, publish=False)
-    folder = Path(dest) if Path(dest).is_absolute() else layout.root / dest
-    figures = (folder / "figures").resolve()
-    figures.mkdir(parents=True, exist_ok=True)
-    for task in plan.tasks:
-        target = folder / task.notebook.path.name
-        parameters = {**task.overrides, "profile": profile, "out_dir": str(figures)}
-        try:
-            papermill.execute_notebook(str(task.notebook.path), str(target), parameters=parameters,
-                                       prepare_only=True, kernel_name="python3", progress_bar=False)
-        except Exception as exc:
-            raise InputError(f"{layout.rel(task.notebook.path)}: cannot prepare it ({type(exc).__name__}: "
-                             f"{' '.join(str(exc).split())})") from exc
-        log(f"prepared {layout.rel(target)}")
     return EXIT_OK
