@@ -56,8 +56,8 @@ def test_with_jobs_the_front_page_runs_last_and_lists_this_runs_results(repo):
     assert rows == ["id,seed", "01,2", "02,2"]
 
 
-def one_line_refusal(root: Path, *args: str, env: dict | None = None) -> str:
-    """Run `dgn` expecting exit 2 and a single line on stderr; return that line."""
+def one_line_refusal(root: Path, *args: str, env: dict | None = None, fresh: bool = True) -> str:
+    """Run `dgn` expecting exit 2 and a single line on stderr; return that line (`fresh`: check that nothing ran)."""
     import os
     import subprocess
     import sys
@@ -71,7 +71,7 @@ def one_line_refusal(root: Path, *args: str, env: dict | None = None) -> str:
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in done.stderr, done.stderr
-    if root != ROOT:
+    if fresh and root != ROOT:
         assert not list((root / "build").glob("figures/*/MANIFEST.json"))  # nothing ran
     return lines[0]
 
@@ -240,3 +240,46 @@ def test_the_log_after_sigterm_says_a_completed_commit_was_kept(repo):
     assert "nothing of it is kept" not in done.stderr
     manifest = json.loads((repo / "build" / "figures" / "smoke" / "MANIFEST.json").read_text())
     assert set(manifest["figures"]) == {"02"}
+
+
+def test_a_wrongly_typed_manifest_field_is_one_clear_line(repo):
+    status, err, _ = run(repo, "reproduce", "--profile", "smoke", "--only", "02")
+    assert status == 0, err
+    path = repo / "build" / "figures" / "smoke" / "MANIFEST.json"
+    manifest = json.loads(path.read_text())
+    manifest["figures"]["02"]["run_seconds_by_profile"] = [1.5]
+    path.write_text(json.dumps(manifest))
+    line = one_line_refusal(repo, "--root", str(repo), "reproduce", "--profile", "smoke", "--only", "02", fresh=False)
+    assert "MANIFEST.json: figure '02': field 'run_seconds_by_profile' must be a mapping" in line
+    assert "got list" in line and "left unchanged" in line
+
+
+def test_prepare_refuses_to_overwrite_tracked_notebooks(tmp_path):
+    from companion_fixture import ROOT
+
+    before = {p: p.read_bytes() for p in (ROOT / "notebooks").glob("*.ipynb")}
+    line = one_line_refusal(ROOT, "prepare", "--profile", "smoke", "--only", "01", "--dest", "notebooks")
+    assert "--dest notebooks" in line and "overwrite" in line
+    line = one_line_refusal(ROOT, "prepare", "--profile", "smoke", "--only", "01", "--dest", "dgnlib")
+    assert "tracked by git" in line
+    assert before == {p: p.read_bytes() for p in (ROOT / "notebooks").glob("*.ipynb")}
+
+
+def test_editor_leftovers_are_no_science_sources(tmp_path):
+    from dgnlib import cluster
+    from dgnlib.companion import cache
+
+    package = tmp_path / "dgnlib"
+    (package / "companion").mkdir(parents=True)
+    (package / "models.py").write_text("A = 1\n")
+    (package / "companion" / "cli.py").write_text("B = 1\n")
+    before = cache.source_hashes(package)
+    assert set(before) == {"models.py"} and cluster.source_hashes(package) == before
+    (package / ".ipynb_checkpoints").mkdir()
+    (package / ".ipynb_checkpoints" / "models-checkpoint.py").write_text("A = 2\n")
+    (package / ".#models.py").symlink_to("user@host.1234:1700000000")  # Emacs's lock: a dangling link
+    (package / "models.py~").write_text("A = 0\n")
+    assert cache.source_hashes(package) == before and cluster.source_hashes(package) == before
+    (package / "sub").mkdir()
+    (package / "sub" / "x.py").write_text("C = 1\n")
+    assert "sub/x.py" in cache.source_hashes(package)  # a real new module still counts

@@ -48,6 +48,9 @@ class Manifest:
         figures = data.get("figures") if isinstance(data, dict) else None
         if not isinstance(figures, dict) or not all(isinstance(v, dict) for v in figures.values()):
             raise ManifestError(f"{layout.rel(path)}: not a manifest (expected {{'figures': {{id: entry}}}}); {advice}")
+        for fig_id, entry in figures.items():
+            if problem := entry_problem(entry):
+                raise ManifestError(f"{layout.rel(path)}: figure {fig_id!r}: {problem}; {advice}")
         return cls(path, figures, {k: v for k, v in data.items() if k not in ("figures", "generated_by", "updated")})
 
     def write(self) -> None:
@@ -59,6 +62,32 @@ class Manifest:
         """The last recorded run time of a figure under a profile, if any."""
         value = self.figures.get(fig_id, {}).get("run_seconds_by_profile", {}).get(profile)
         return value if isinstance(value, (int, float)) else None
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+# the fields the runner reads from an entry, with their type in words and a test of it (absent fields are fine)
+ENTRY_FIELDS: dict[str, tuple[str, Any]] = {
+    "outputs": ("a mapping of file name to SHA-256",
+                lambda v: isinstance(v, dict) and all(isinstance(k, str) and isinstance(h, str) for k, h in v.items())),
+    "run_seconds_by_profile": ("a mapping of profile to seconds",
+                               lambda v: isinstance(v, dict) and all(_is_number(x) for x in v.values())),
+    "run_seconds": ("a number of seconds", _is_number),
+    "parameters": ("a mapping", lambda v: isinstance(v, dict)),
+    "overrides": ("a mapping", lambda v: isinstance(v, dict)),
+    **{name: ("a string", lambda v: isinstance(v, str)) for name in ("id", "notebook", "executed_notebook", "profile")},
+    **{name: ("a string or null", lambda v: v is None or isinstance(v, str)) for name in ("claim", "verdict")},
+}
+
+
+def entry_problem(entry: dict[str, Any]) -> str | None:
+    """Why a manifest entry cannot be used ("field 'outputs' must be ..., got list"), or None when it can."""
+    for name, (words, ok) in ENTRY_FIELDS.items():
+        if name in entry and not ok(entry[name]):
+            return f"field {name!r} must be {words}, got {type(entry[name]).__name__} {entry[name]!r:.60}"
+    return None
 
 
 @dataclass(frozen=True)
