@@ -15,10 +15,8 @@ ordinary run (this module imports ``distributed`` only inside `DaskExecutor`). A
   ``"cpu"``: fn(item, device=...) when fn takes a ``device`` argument, else an item with a ``device`` field set
   to "auto" (`sweep.GroupTask`) gets that field set. One sweep never mixes devices (CUDA and CPU kernels differ
   in the last bits);
-- submits with `retries`; a worker that dies mid-task has its tasks rerun elsewhere (the scheduler's
-  ``allowed-failures``, 3 by default), but a cluster left without any worker for `lost_grace` seconds
-  (``DGN_WORKER_GRACE``, default 300) fails the wait with a `ClusterError`. Results come back whole: the caller
-  writes the store. On Ctrl-C, or when the caller stops reading results, it cancels the outstanding tasks.
+- submits with `retries`: a dead worker's tasks rerun elsewhere; no worker at all for `lost_grace` s is a ClusterError.
+  Results come back whole (the caller writes the store). Ctrl-C, or a caller that stops reading, cancels the rest.
 
 Workers read data from their own environment (``DGN_DATA_DIR``, the cache) through `dgnlib.data`, whose loaders
 verify every file's hash; `DaskExecutor.check_data` verifies named data sets on every worker up front.
@@ -219,15 +217,13 @@ class DaskExecutor:
     ) -> None:
         """Connect, wait for a worker and check every worker; any failure is a one-line ClusterError.
 
-        `lost_grace` (default DGN_WORKER_GRACE, else LOST_GRACE_S): seconds without any worker before a wait fails.
-        """
+        `lost_grace`: seconds without any worker before a wait fails (default DGN_WORKER_GRACE, else LOST_GRACE_S)."""
         if device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
         self.address = check_address(address)
         self.retries, self.worker_timeout = retries, worker_timeout
         self.lost_grace = lost_grace_from_env() if lost_grace is None else lost_grace
-        self._gone_since: float | None = None  # when the cluster was first seen without any worker
-        self._checked_at = 0.0
+        self._gone_since, self._checked_at = None, 0.0  # first seen without any worker; last looked
         from distributed import Client
 
         try:

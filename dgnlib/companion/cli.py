@@ -11,8 +11,9 @@ from dgnlib import __version__
 from dgnlib.companion.fsio import Interrupted, signals_raise
 from dgnlib.companion.layout import DEFAULT_TIMEOUT_S, EXIT_BAD_INPUT, InputError, Layout
 
-EPILOG = """exit status: 0 ok, 1 a notebook failed, 2 bad input (profile, parameter, --only, a corrupt manifest, another
-run holding the checkout), 130 interrupted (SIGINT), 143 terminated (SIGTERM).
+EPILOG = """exit status: 0 ok, 1 a notebook failed (an error, a dead kernel, --timeout, a commit the disk refused),
+2 bad input (profile, parameter, --only, environment variable, a corrupt manifest, another run holding the
+checkout), 130 interrupted (SIGINT), 143 terminated (SIGTERM).
 Profiles other than paper write to build/figures/<profile>/ unless --publish; paper publishes to figures/."""
 
 
