@@ -15,9 +15,8 @@ ordinary run (this module imports ``distributed`` only inside `DaskExecutor`). A
   ``"cpu"``: fn(item, device=...) when fn takes a ``device`` argument, else an item with a ``device`` field set
   to "auto" (`sweep.GroupTask`) gets that field set. One sweep never mixes devices (CUDA and CPU kernels differ
   in the last bits);
-- submits with `retries`; a worker that dies mid-task has its tasks rerun elsewhere (the scheduler's
-  ``allowed-failures``, 3 by default). Results come back to the client whole: the caller writes the store;
-- on Ctrl-C, or when the caller stops reading results, cancels the outstanding tasks (and re-raises).
+- submits with `retries`: a dead worker's tasks rerun elsewhere; no worker at all for `lost_grace` s is a ClusterError.
+  Results come back whole (the caller writes the store). Ctrl-C, or a caller that stops reading, cancels the rest.
 
 Workers read data from their own environment (``DGN_DATA_DIR``, the cache) through `dgnlib.data`, whose loaders
 verify every file's hash; `DaskExecutor.check_data` verifies named data sets on every worker up front.
@@ -26,20 +25,21 @@ verify every file's hash; `DaskExecutor.check_data` verifies named data sets on 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import inspect
 import os
 import re
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
+from .sources import PACKAGE, _mismatch_message, differences, fingerprint, source_hashes  # noqa: F401
+
 ENV = "DGN_SCHEDULER"
-PACKAGE = Path(__file__).resolve().parent
-TOOLING = ("companion",)  # subpackages of the tooling wing: never run by a task, so not part of the source check
+GRACE_ENV = "DGN_WORKER_GRACE"
+LOST_GRACE_S = 300.0  # a cluster without any worker this long fails the sweep: longer than a worker's restart
 POLL_S = 0.2  # how often a wait wakes up, so that Ctrl-C is handled promptly whatever thread receives it
 _ADDRESS = re.compile(r"^(?:(tcp|tls)://)?(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})$")
 
@@ -50,6 +50,20 @@ class ClusterError(RuntimeError):
 
 class WorkerMismatchError(ClusterError):
     """A worker's dgnlib (version or sources), torch or numpy differs from this client's."""
+
+
+def lost_grace_from_env() -> float:
+    """DGN_WORKER_GRACE in seconds (a positive number), else LOST_GRACE_S; ClusterError when malformed."""
+    raw = os.environ.get(GRACE_ENV, "").strip()
+    if not raw:
+        return LOST_GRACE_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < float("inf"):
+        raise ClusterError(f"{GRACE_ENV} must be a positive number of seconds, got {raw!r}")
+    return value
 
 
 def check_address(address: str) -> str:
@@ -66,52 +80,10 @@ def check_address(address: str) -> str:
 # ---------------------------------------------------------------- what must be equal on client and workers
 
 
-def source_hashes(root: Path = PACKAGE) -> dict[str, str]:
-    """SHA-256 of each science module's source, keyed by its path inside the package (the tooling wing left out)."""
-    out = {}
-    for path in sorted(root.rglob("*.py")):
-        rel = path.relative_to(root)
-        if rel.parts[0] not in TOOLING:
-            out[rel.as_posix()] = hashlib.sha256(path.read_bytes()).hexdigest()
-    return out
-
-
-def fingerprint() -> dict[str, Any]:
-    """What must match between client and worker: dgnlib version and sources, torch and numpy versions."""
-    import numpy
-    import torch
-
-    from . import __version__
-
-    files = source_hashes()
-    digest = hashlib.sha256("".join(f"{k}\0{v}\n" for k, v in files.items()).encode()).hexdigest()
-    return {"dgnlib": __version__, "sources": digest, "files": files, "torch": torch.__version__,
-            "numpy": numpy.__version__}
-
-
-def differences(mine: dict[str, Any], theirs: dict[str, Any]) -> list[str]:
-    """Human-readable differences between two fingerprints (empty when they match)."""
-    out = [f"{name} {mine[name]} here, {theirs.get(name)} there"
-           for name in ("dgnlib", "torch", "numpy") if mine[name] != theirs.get(name)]
-    if mine["sources"] != theirs.get("sources"):
-        a, b = mine["files"], theirs.get("files", {})
-        changed = [f for f in sorted(a.keys() | b.keys()) if a.get(f) != b.get(f)]
-        named = ", ".join(f + ("" if f in b else " (missing there)") + ("" if f in a else " (only there)")
-                          for f in changed[:8])
-        out.append(f"dgnlib sources differ in {named}" + (f" and {len(changed) - 8} more" if len(changed) > 8 else ""))
-    return out
-
-
 @lru_cache(maxsize=1)
 def _worker_fingerprint() -> dict[str, Any]:
     """This process's fingerprint, computed once (the sources a worker imported do not change under it)."""
     return fingerprint()
-
-
-def _mismatch_message(worker: str, diffs: list[str]) -> str:
-    """One line: which worker differs from this client, and how."""
-    return (f"Dask worker {worker} differs from this client: {'; '.join(diffs)}. Give every worker the same "
-            "environment and dgnlib checkout as the client")
 
 
 # ---------------------------------------------------------------- what runs on a worker
@@ -241,12 +213,17 @@ class DaskExecutor:
         worker_timeout: float = 60.0,
         retries: int = 2,
         device: str = "auto",
+        lost_grace: float | None = None,
     ) -> None:
-        """Connect, wait for a worker and check every worker; any failure is a one-line ClusterError."""
+        """Connect, wait for a worker and check every worker; any failure is a one-line ClusterError.
+
+        `lost_grace`: seconds without any worker before a wait fails (default DGN_WORKER_GRACE, else LOST_GRACE_S)."""
         if device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
         self.address = check_address(address)
         self.retries, self.worker_timeout = retries, worker_timeout
+        self.lost_grace = lost_grace_from_env() if lost_grace is None else lost_grace
+        self._gone_since, self._checked_at = None, 0.0  # first seen without any worker; last looked
         from distributed import Client
 
         try:
@@ -346,9 +323,43 @@ class DaskExecutor:
                 if future.done():  # finished meanwhile, or the task itself raised a TimeoutError
                     value = future.result()
                     break
+                self._watch_workers()
         if isinstance(value, _Refused):
             raise (WorkerMismatchError if value.mismatch else ClusterError)(value.message)
         return value
+
+    def _watch_workers(self) -> None:
+        """ClusterError once the cluster has had no worker for `lost_grace` s (retries cover one dead worker only)."""
+        now = time.monotonic()
+        if now - self._checked_at < 1.0:
+            return
+        self._checked_at = now
+        try:
+            workers = self.client.scheduler_info(n_workers=-1).get("workers", {})
+        except (OSError, TimeoutError):
+            workers = {}  # the scheduler itself is unreachable: as good as no worker
+        if workers:
+            self._gone_since = None
+            return
+        self._gone_since = now if self._gone_since is None else self._gone_since
+        if now - self._gone_since > self.lost_grace:
+            raise ClusterError(
+                f"every worker of the Dask scheduler at {self.address} has been gone for more than "
+                f"{self.lost_grace:g} s (a batch job past its walltime?): start workers and rerun; finished runs are "
+                f"in the run store (the grace period is {GRACE_ENV}, in seconds)")
+
+    def _completed(self, futures: list[Any]) -> Iterator[Any]:
+        """The futures as they finish, polled in short slices so that lost workers and Ctrl-C are noticed."""
+        pending = list(futures)
+        while pending:
+            done = [f for f in pending if f.done()]
+            if not done:
+                self._watch_workers()
+                time.sleep(POLL_S)
+                continue
+            for future in done:
+                pending.remove(future)
+                yield future
 
     def _drain(self, futures: list[Any], order: Iterator[tuple[int, Any]]) -> Iterator[tuple[int, Any]]:
         """Yield (index, value) in `order`; on any exit before the end (error, Ctrl-C, close) cancel what is left."""
@@ -367,11 +378,9 @@ class DaskExecutor:
 
     def map_unordered(self, fn: Callable[..., Any], items: Iterable[Any]) -> Iterator[tuple[int, Any]]:
         """(index, fn(item)) pairs in the order the tasks finish, so a caller can store each result at once."""
-        from distributed import as_completed
-
         futures = self._submit(fn, items)
         index = {f.key: i for i, f in enumerate(futures)}
-        return self._drain(futures, ((index[f.key], f) for f in as_completed(futures, loop=self.client.loop)))
+        return self._drain(futures, ((index[f.key], f) for f in self._completed(futures)))
 
 
 _EXECUTORS: dict[str, DaskExecutor] = {}

@@ -10,6 +10,7 @@ import difflib
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 
@@ -143,6 +144,26 @@ class Str(Constraint):
     def describe(self) -> str:
         """See Constraint.describe."""
         return "a string" if self.empty else "a non-empty string"
+
+
+@dataclass(frozen=True)
+class Folder(Str):
+    """The path of an existing folder, relative to the repository root unless absolute; empty for the default."""
+
+    empty: bool = True
+
+    def describe(self) -> str:
+        """See Constraint.describe."""
+        return "the path of an existing folder" + (" (empty for the default)" if self.empty else "")
+
+    def missing(self, value: str, root: Path) -> str | None:
+        """Why `value` names no folder under `root` ('... does not exist'), or None when it does (or is empty)."""
+        if not value:
+            return None
+        path = Path(value) if Path(value).is_absolute() else Path(root) / value
+        if path.is_dir():
+            return None
+        return f"names no folder: {path} {'is a file' if path.exists() else 'does not exist'}"
 
 
 @dataclass(frozen=True)
@@ -286,8 +307,11 @@ class Schema:
     rules: list[Rule] = field(default_factory=list)
 
     def problems(self, values: Mapping[str, Any], stem: str, *, where: str = "", complete: bool = True,
-                 rules: bool = True) -> list[str]:
-        """Every problem with `values` as one message each (empty when all is well); `complete`: all names needed."""
+                 rules: bool = True, root: Path | None = None) -> list[str]:
+        """Every problem with `values` as one message each (empty when all is well); `complete`: all names needed.
+
+        With `root` (the repository root), a `Folder` parameter must also name a folder that exists.
+        """
         head = f"{where}: {stem}" if where else stem
         errors = []
         for name in values:
@@ -302,7 +326,10 @@ class Schema:
                     errors.append(f"{head}: parameter '{name}' is missing")
                     bad.add(name)
                 continue
-            if message := check_value(constraint, values[name]):
+            message = check_value(constraint, values[name])
+            if message is None and root is not None and isinstance(constraint, Folder):
+                message = constraint.missing(values[name], root)
+            if message:
                 errors.append(f"{head}: parameter '{name}' {message}")
                 bad.add(name)
         for rule in self.rules if rules else []:
@@ -313,9 +340,10 @@ class Schema:
                 errors.append(f"{head}: {rule.message}; got {shown}")
         return errors
 
-    def check(self, values: Mapping[str, Any], stem: str, *, where: str = "", complete: bool = True) -> None:
-        """Raise ParamError listing every problem with `values`."""
-        if errors := self.problems(values, stem, where=where, complete=complete):
+    def check(self, values: Mapping[str, Any], stem: str, *, where: str = "", complete: bool = True,
+              root: Path | None = None) -> None:
+        """Raise ParamError listing every problem with `values` (see `problems`)."""
+        if errors := self.problems(values, stem, where=where, complete=complete, root=root):
             raise ParamError("\n".join(errors))
 
 

@@ -180,10 +180,22 @@ def cache_dir(name: str | None = None) -> Path:
     return root / name if name else root
 
 
+def data_dir_problem() -> str | None:
+    """Why DGN_DATA_DIR cannot be used (an entry names no folder: a typo would be ignored silently), or None."""
+    for entry in os.environ.get("DGN_DATA_DIR", "").split(os.pathsep):
+        path = Path(entry).expanduser()
+        if entry and not path.is_dir():
+            return (f"DGN_DATA_DIR={entry!r} {'is not a folder' if path.exists() else 'does not exist'}: set it to "
+                    f"the folder holding the data files (several separated by {os.pathsep!r}), or unset it")
+    return None
+
+
 def _user_dirs(root: str | os.PathLike | None) -> list[Path]:
-    """The folders the user named: `root`, else those in DGN_DATA_DIR."""
+    """The folders the user named: `root`, else those in DGN_DATA_DIR (each must be a folder: DataError)."""
     if root is not None:
         return [Path(root).expanduser()]
+    if problem := data_dir_problem():
+        raise DataError(problem)
     env = os.environ.get("DGN_DATA_DIR", "")
     return [Path(p).expanduser() for p in env.split(os.pathsep) if p]
 

@@ -11,6 +11,9 @@ way down, so nothing but data can travel from a profile or `--set` into a notebo
 
 from __future__ import annotations
 
+import ast
+import contextlib
+import json
 import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -25,6 +28,7 @@ from dgnlib.constraints import (  # noqa: F401 (re-exported: the parameter API l
     Dict,
     Float,
     FloatList,
+    Folder,
     Int,
     IntList,
     Optional,
@@ -48,7 +52,21 @@ INTERACTIVE_DEFAULT = "quick"
 
 
 class _StrictLoader(yaml.SafeLoader):
-    """A safe YAML loader that refuses duplicate keys in a mapping."""
+    """A safe YAML loader that refuses duplicate keys in a mapping, and aliases.
+
+    Aliases (`*name`) are refused outright: a few hundred bytes of nested aliases expand to billions of nodes (the
+    "billion laughs"), and a recursive one makes a structure that no JSON check can walk. Parameters are small data:
+    writing a value twice costs less than bounding every expansion.
+    """
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        """Compose the next node; an alias is an error."""
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None, None, f"the alias *{event.anchor} is not allowed (YAML aliases are refused in parameters: "
+                "write the value itself)", event.start_mark)
+        return super().compose_node(parent, index)
 
 
 def _no_duplicates(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
@@ -75,9 +93,12 @@ def read_profile(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
     """A profile file: notebook stem -> {parameter: value}; raises ParamError when malformed."""
     path = Path(path)
     try:
-        data = load_yaml(path.read_text())
+        data = load_yaml(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ParamError(f"{path}: cannot read the profile file ({exc.strerror})") from exc
+    except UnicodeDecodeError as exc:
+        raise ParamError(f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}); save "
+                         "the profile as UTF-8") from exc
     except yaml.YAMLError as exc:
         raise ParamError(f"{path}: malformed YAML: {' '.join(str(exc).split())}") from exc
     if data is None:
@@ -159,22 +180,43 @@ def bind(stem: str, namespace: dict[str, Any]) -> Params:
     """Check a notebook's parameters (its globals) against its schema; resolve `out_dir`; return them frozen.
 
     Launched by `dgn reproduce` (environment variable DGN_RUNNER set), the values are used as they are. Run by
-    hand, the notebook takes safe sizes: the profile named by DGN_PROFILE, else `quick` when the cell still says
-    "paper", is overlaid from profiles/<profile>.yaml onto `namespace` (one printed line says so). `out_dir` in
-    `namespace` is replaced by the resolved folder. Raises ParamError listing every problem.
+    hand, the values given are first checked exactly as the runner checks them (so `papermill -p epochs -1` is
+    refused, not replaced); then the notebook takes safe sizes: the profile named by DGN_PROFILE, else `quick` when
+    the cell still says "paper", is overlaid from profiles/<profile>.yaml onto the parameters that still hold the
+    cell's defaults (a value given explicitly, e.g. by papermill's `-p`, wins; one printed line says so). `out_dir`
+    in `namespace` is replaced by the resolved folder. Raises ParamError listing every problem.
     """
     from dgnlib.schemas import SCHEMAS
 
     if stem not in SCHEMAS:
         raise ParamError(f"no parameter schema for notebook {stem!r} in dgnlib/schemas.py")
     schema = SCHEMAS[stem]
+    root = _repo_root()
     if not os.environ.get(RUNNER_ENV):
+        schema.check({name: namespace.get(name) for name in schema.params if name in namespace}, stem, root=root)
         _overlay_interactive(stem, namespace)
     values = {name: namespace.get(name) for name in schema.params if name in namespace}
-    schema.check(values, stem)
+    schema.check(values, stem, root=root)
     values["out_dir"] = str(resolve_out_dir(values["out_dir"], values["profile"]))
     namespace["out_dir"] = values["out_dir"]
     return Params(values)
+
+
+def cell_defaults(stem: str, root: Path | None = None) -> dict[str, Any] | None:
+    """The literal defaults of notebooks/<stem>.ipynb's parameters cell, or None when it cannot be read."""
+    try:
+        node = json.loads((root or _repo_root()).joinpath("notebooks", f"{stem}.ipynb").read_text(encoding="utf-8"))
+        cell = next(c for c in node["cells"] if "parameters" in c.get("metadata", {}).get("tags", []))
+        source = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+        tree = ast.parse(source)
+    except (OSError, ValueError, KeyError, TypeError, StopIteration, SyntaxError):
+        return None
+    defaults = {}
+    for stmt in tree.body:
+        if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name):
+            with contextlib.suppress(ValueError):
+                defaults[stmt.targets[0].id] = ast.literal_eval(stmt.value)
+    return defaults
 
 
 def _overlay_interactive(stem: str, namespace: dict[str, Any]) -> None:
@@ -185,8 +227,14 @@ def _overlay_interactive(stem: str, namespace: dict[str, Any]) -> None:
         return  # the schema check reports the bad `profile`
     path = _repo_root() / "profiles" / f"{chosen}.yaml"
     section = read_profile(path).get(stem, {}) if chosen != "paper" and path.is_file() else {}
+    defaults = cell_defaults(stem)
+    kept = {} if defaults is None else {
+        k: namespace[k] for k in section if k in namespace and k in defaults and namespace[k] != defaults[k]}
+    section = {k: v for k, v in section.items() if k not in kept}
     namespace.update(section)
     namespace["profile"] = chosen
     sizes = ", ".join(f"{k}={v!r}" for k, v in section.items()) or "the notebook's defaults"
-    print(f"run by hand: {chosen} profile ({sizes}), outputs in build/figures/{chosen}/; for the paper sizes set "
-          f"{PROFILE_ENV}=paper (e.g. `%env {PROFILE_ENV}=paper`) and rerun, or run `dgn reproduce --profile paper`")
+    given = f"; kept as given: {', '.join(f'{k}={v!r}' for k, v in kept.items())}" if kept else ""
+    print(f"run by hand: {chosen} profile ({sizes}{given}), outputs in build/figures/{chosen}/; for the paper sizes "
+          f"set {PROFILE_ENV}=paper (e.g. `%env {PROFILE_ENV}=paper`) and rerun, or run `dgn reproduce --profile "
+          "paper`")

@@ -15,6 +15,7 @@ from dgnlib.params import (
     Choice,
     Float,
     FloatList,
+    Folder,
     Int,
     IntList,
     Optional,
@@ -35,7 +36,7 @@ PROTOCOLS_05 = ("centred", "scaled-targets", "ntk", "standard")  # = dgnlib.dept
 COMMON = {
     "profile": Choice(*PROFILES),
     "out_dir": Str(empty=True),
-    "seed": Int(min=0),
+    "seed": Int(min=0, max=2**64 - 1),  # numpy and torch take seeds below 2**64
 }
 POSITIVE = Float(low=0, closed="neither")
 FRACTION = Float(low=0, high=1, closed="neither")
@@ -58,7 +59,7 @@ def _one_of_each(name: str, first: tuple[str, ...], second: tuple[str, ...]) -> 
 
 
 SCHEMAS: dict[str, Schema] = {
-    "00_index": Schema({**COMMON, "figures_dir": Str(empty=True)}),
+    "00_index": Schema({**COMMON, "figures_dir": Folder()}),
     "01_dgn_paths": Schema(
         {**COMMON, "d_in": Int(min=1), "width": Int(min=1), "depth": Int(min=2), "n_networks": Int(min=1),
          "n_inputs": Int(min=2), "variants": StrList(VARIANTS), "init": Choice("bernoulli", "default"),

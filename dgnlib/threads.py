@@ -9,14 +9,31 @@ against 46 s on two, and figure 07's smoke training 4.3 s against 36 s.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 
-import torch
+THREADS_ENV = "DGN_THREADS"  # torch threads per notebook or training process (default 1)
+
+
+def threads_from_env() -> int:
+    """DGN_THREADS as a positive integer (1 when unset); ValueError with a one-line reason otherwise."""
+    raw = os.environ.get(THREADS_ENV, "").strip()
+    if not raw:
+        return 1
+    try:
+        n = int(raw)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise ValueError(f"{THREADS_ENV} must be a positive integer (torch threads per notebook), got {raw!r}")
+    return n
 
 
 @contextlib.contextmanager
 def single_thread() -> Iterator[None]:
     """Run the block with torch on one intra-op thread, then restore the previous count (also on error)."""
+    import torch  # here: the runner imports this module to check DGN_THREADS without importing torch
+
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

@@ -20,6 +20,7 @@ lr = 1.0e-3  # a step size
 depths = [2, 4]  # depths to try
 sleep = 0.0  # seconds to sleep between writing the CSV and the rest
 fail = False  # raise on purpose
+die = 0  # a signal number the kernel sends itself (0: none)
 """
 
 BODY = """import json, os, pathlib, time
@@ -28,6 +29,9 @@ out = pathlib.Path(out_dir)
 pathlib.Path(os.environ["DGN_RUN_STORE"]).mkdir(parents=True, exist_ok=True)
 (pathlib.Path(os.environ["DGN_RUN_STORE"]).parent / "{id}.started").write_text(str(os.getpid()))
 time.sleep(sleep)
+if die:
+    os.kill(os.getpid(), die)
+    time.sleep(60)
 if fail:
     raise RuntimeError("boom on purpose.\\nAdvice: replace or remove it " + "x" * 700 + " END-OF-ADVICE")
 (out / "{id}.png").write_bytes(b"not really a png {id}")
@@ -38,7 +42,7 @@ SCHEMAS = '''from dgnlib.params import Bool, Choice, Float, Int, IntList, Schema
 
 COMMON = {"profile": Choice("smoke", "quick", "paper"), "out_dir": Str(empty=True), "seed": Int(min=0),
           "n": Int(min=1), "lr": Float(low=0, closed="neither"), "depths": IntList(min=2),
-          "sleep": Float(low=0), "fail": Bool()}
+          "sleep": Float(low=0), "fail": Bool(), "die": Int(min=0)}
 SCHEMAS = {"01_flaky": Schema(dict(COMMON)), "02_ok": Schema(dict(COMMON))}
 '''
 
@@ -78,3 +82,28 @@ def dgn_process(root: Path, *args: str, **kwargs) -> subprocess.Popen:
     env.pop("DGN_RUNNER", None)
     return subprocess.Popen([sys.executable, "-m", "dgnlib", "--root", str(root), *args], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+INDEX_BODY = """import json, os, pathlib
+manifest = pathlib.Path(os.environ["DGN_RUN_STORE"]).parent.parent / "figures" / profile / "MANIFEST.json"
+figures = json.loads(manifest.read_text())["figures"] if manifest.is_file() else {}
+rows = [f"{k},{v['parameters']['seed']}" for k, v in sorted(figures.items()) if k != "00"]
+out = pathlib.Path(out_dir)
+(out / "00.csv").write_text("id,seed\\n" + "".join(r + "\\n" for r in rows))
+(out / "00.json").write_text(json.dumps({"claim": None, "verdict": None, "profile": profile}))
+"""
+
+
+def add_index(root: Path) -> Path:
+    """Add a front page `00_index` that lists (id, seed) of every figure in build/figures/<profile>/MANIFEST.json."""
+    nb = new_notebook(cells=[
+        new_code_cell('profile = "paper"  # a profile\nout_dir = ""  # where outputs go\nseed = 0  # master seed\n'
+                      'figures_dir = ""  # a folder to list (unused here)\n', metadata={"tags": ["parameters"]}),
+        new_code_cell(INDEX_BODY),
+    ])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, root / "notebooks" / "00_index.ipynb")
+    schemas = root / "dgnlib" / "schemas.py"
+    schemas.write_text(schemas.read_text() + 'from dgnlib.params import Folder\nSCHEMAS["00_index"] = Schema({'
+                       '**{k: COMMON[k] for k in ("profile", "out_dir", "seed")}, "figures_dir": Folder()})\n')
+    return root

@@ -368,3 +368,29 @@ def test_a_worker_killed_mid_task_has_its_task_rerun(executor, tmp_path: Path) -
     assert [value for value, _ in got] == [i * i for i, _, _ in items]
     killed = int(started[0].split("-")[0])
     assert got[killed][1] != victim  # the task the dead worker was running came back from another process
+
+
+def test_a_cluster_that_loses_every_worker_fails_after_the_grace_period(tmp_path: Path) -> None:
+    with distributed.LocalCluster(processes=True, n_workers=1, threads_per_worker=1, host="127.0.0.1",
+                                  dashboard_address=None, silence_logs=logging.ERROR) as local:
+        with cluster.DaskExecutor(local.scheduler_address, lost_grace=2.0) as executor:
+            [pid] = executor.client.run(os.getpid).values()
+            results = executor.map_unordered(slow_square, [(0, str(tmp_path), 600.0)])
+            deadline = time.monotonic() + 30
+            while not list(tmp_path.iterdir()):
+                assert time.monotonic() < deadline, "the task never started"
+                time.sleep(0.05)
+            local.scale(0)  # every worker goes, as when a batch job reaches its walltime
+            os.kill(pid, signal.SIGKILL)
+            start = time.monotonic()
+            with pytest.raises(cluster.ClusterError, match="has been gone for more than 2 s"):
+                list(results)
+            assert time.monotonic() - start < 30
+
+
+def test_the_grace_period_comes_from_the_environment(monkeypatch) -> None:
+    monkeypatch.setenv(cluster.GRACE_ENV, "12.5")
+    assert cluster.lost_grace_from_env() == 12.5
+    monkeypatch.setenv(cluster.GRACE_ENV, "soon")
+    with pytest.raises(cluster.ClusterError, match="DGN_WORKER_GRACE must be a positive number"):
+        cluster.lost_grace_from_env()

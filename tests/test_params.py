@@ -163,3 +163,46 @@ def test_modules_stay_small_and_science_imports_nothing_from_the_companion():
         if path.name not in tooling:
             imports = re.findall(r"^\s*(?:from|import)\s+(?:dgnlib)?\.*companion\b", path.read_text(), re.M)
             assert not imports, f"{path.name} imports the companion"
+
+
+def test_a_hand_run_refuses_a_bad_value_as_the_runner_does_and_keeps_a_good_one(monkeypatch, capsys):
+    monkeypatch.delenv(params.RUNNER_ENV, raising=False)
+    monkeypatch.delenv(params.PROFILE_ENV, raising=False)
+    stem = "06_gate_adaptation_mnist"
+    with pytest.raises(ParamError, match="parameter 'epochs' must be an integer at least 1; got -1"):
+        params.bind(stem, {**namespace(stem), "epochs": -1})  # what `papermill -p epochs -1` injects
+    quick = params.read_profile(ROOT / "profiles" / "quick.yaml")[stem]
+    assert quick["epochs"] != 3
+    bound = params.bind(stem, {**namespace(stem), "epochs": 3})
+    assert bound.epochs == 3 and bound.profile == "quick" and bound.n_train == quick["n_train"]
+    assert "kept as given: epochs=3" in capsys.readouterr().out
+
+
+def test_yaml_aliases_are_refused_bombs_and_recursion_alike(tmp_path):
+    bomb = "a: &a [x,x,x,x,x,x,x,x,x]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\nc: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]\n"
+    for text in (bomb, "&a [*a]"):
+        with pytest.raises(Exception, match="alias") as info:
+            params.load_yaml(text)
+        assert isinstance(info.value, __import__("yaml").YAMLError)
+    profile = tmp_path / "p.yaml"
+    profile.write_text("06_gate_adaptation_mnist: &s\n  epochs: 2\n07_npk_alignment: *s\n")
+    with pytest.raises(ParamError, match="alias"):
+        params.read_profile(profile)
+    profile.write_bytes(b"06_gate_adaptation_mnist:\n  epochs: 2 # caf\xe9\n")
+    with pytest.raises(ParamError, match="not UTF-8 text .byte 0xe9 at offset 43"):
+        params.read_profile(profile)
+
+
+def test_seeds_must_fit_in_64_bits_and_folders_must_exist(tmp_path):
+    schema = schemas.SCHEMAS["00_index"]
+    values = {"profile": "smoke", "out_dir": "", "seed": 2**64 - 1, "figures_dir": ""}
+    assert schema.problems(values, "00_index", root=tmp_path) == []
+    for seed in (2**64, -1):
+        [problem] = schema.problems({**values, "seed": seed}, "00_index")
+        assert f"'seed' must be an integer in [0, 18446744073709551615]; got {seed}" in problem
+    (tmp_path / "there").mkdir()
+    (tmp_path / "afile").write_text("")
+    assert schema.problems({**values, "figures_dir": "there"}, "00_index", root=tmp_path) == []
+    [missing] = schema.problems({**values, "figures_dir": "nowhere"}, "00_index", root=tmp_path)
+    assert "'figures_dir' names no folder" in missing and "does not exist" in missing
+    assert "is a file" in schema.problems({**values, "figures_dir": "afile"}, "00_index", root=tmp_path)[0]

@@ -130,7 +130,7 @@ def test_sigkill_mid_commit_is_repaired_by_the_next_run(repo):
     done = subprocess.run([sys.executable, "-c", KILL_MID_COMMIT, "--root", str(repo), "reproduce", "--profile",
                            "smoke", "--only", "02"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == -signal.SIGKILL, done.stderr
-    assert (repo / "build" / "commit" / "smoke.json").is_file()  # the journal says a commit was cut short
+    assert (repo / "build" / "commit" / "smoke--02.json").is_file()  # the journal says a commit was cut short
     again = dgn_process(repo, "reproduce", "--profile", "smoke")
     _, err = again.communicate(timeout=60)
     assert again.returncode == 0, err

@@ -17,6 +17,7 @@ from typing import Any
 from dgnlib.companion.fsio import digest, read_json, sha256_file
 from dgnlib.companion.layout import Destination, Layout
 from dgnlib.companion.plan import Task
+from dgnlib.sources import science_sources
 
 CACHE_FORMAT = 2
 MAIN_PACKAGES = ("dgnlib", "torch", "numpy", "scipy", "pandas", "matplotlib", "seaborn", "pooch", "papermill",
@@ -30,10 +31,8 @@ def science_dir(layout: Layout) -> Path:
 
 
 def source_hashes(package: Path) -> dict[str, str]:
-    """SHA-256 of every *.py file of the package except companion/ (relative POSIX path -> hash)."""
-    files = sorted(p for p in package.rglob("*.py")
-                   if "companion" not in p.relative_to(package).parts and "__pycache__" not in p.parts)
-    return {p.relative_to(package).as_posix(): sha256_file(p) for p in files}
+    """SHA-256 of every science source of the package (`dgnlib.sources`: one rule with the Dask fingerprint)."""
+    return {p.relative_to(package).as_posix(): sha256_file(p) for p in science_sources(package)}
 
 
 def data_hashes(package: Path) -> Any:

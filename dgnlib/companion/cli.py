@@ -5,13 +5,15 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from dgnlib import __version__
 from dgnlib.companion.fsio import Interrupted, signals_raise
-from dgnlib.companion.layout import EXIT_BAD_INPUT, InputError, Layout
+from dgnlib.companion.layout import DEFAULT_TIMEOUT_S, EXIT_BAD_INPUT, InputError, Layout
 
-EPILOG = """exit status: 0 ok, 1 a notebook failed, 2 bad input (profile, parameter, --only, a corrupt manifest, another
-run holding the checkout), 130 interrupted (SIGINT), 143 terminated (SIGTERM).
+EPILOG = """exit status: 0 ok, 1 a notebook failed (an error, a dead kernel, --timeout, a commit the disk refused),
+2 bad input (profile, parameter, --only, environment variable, a corrupt manifest, another run holding the
+checkout), 130 interrupted (SIGINT), 143 terminated (SIGTERM).
 Profiles other than paper write to build/figures/<profile>/ unless --publish; paper publishes to figures/."""
 
 
@@ -44,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--force", action="store_true", help="rerun notebooks even when the cache says unchanged")
     rep.add_argument("--keep-going", action="store_true", help="run the other notebooks after one fails")
     rep.add_argument("--jobs", type=int, default=1, metavar="N", help="notebooks run at once (default 1)")
+    rep.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="SECONDS",
+                     help="stop a notebook that runs longer than this and report it failed (default "
+                          f"{DEFAULT_TIMEOUT_S:g} s, one day; 0: no limit)")
     rep.add_argument("--wait", action="store_true", help="wait for another run in this checkout instead of exiting 2")
     rep.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                      help="per-cell progress bars (default: on when stderr is a terminal)")
@@ -79,6 +84,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_BAD_INPUT
+    if args.root is not None and not Path(args.root).is_dir():
+        print(f"error: --root {args.root}: {'not a folder' if Path(args.root).exists() else 'no such folder'}; name a "
+              "checkout holding notebooks/ and profiles/", file=sys.stderr)
+        return EXIT_BAD_INPUT
     layout = Layout.at(args.root)
     try:
         if args.command == "reproduce":
@@ -86,10 +95,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return reproduce(layout, args.profile, args.only, args.sets, publish=args.publish, force=args.force,
                              keep_going=args.keep_going, jobs=args.jobs, progress=args.progress, wait=args.wait,
-                             scheduler=args.scheduler, workers=args.workers)
+                             scheduler=args.scheduler, workers=args.workers,
+                             timeout=args.timeout)
         with signals_raise():
             if args.command == "prepare":
-                from dgnlib.companion.reproduce import prepare
+                from dgnlib.companion.prepare import prepare
 
                 return prepare(layout, args.profile, args.dest, args.only, args.sets)
             from dgnlib.render import render

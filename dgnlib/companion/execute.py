@@ -27,6 +27,7 @@ class Job:
     progress: bool = False
     position: int = 0
     env: dict[str, str] = field(default_factory=dict)  # variables for this kernel alone (e.g. its progress file)
+    timeout: float | None = None  # seconds the whole notebook may take (None: no limit)
 
 
 @dataclass
@@ -95,6 +96,27 @@ def stop_kernel(km: Any) -> None:
         Path(km.connection_file).unlink(missing_ok=True)
 
 
+DEATH_GRACE_S = 3.0  # how long papermill may take to notice a dead kernel itself before the runner gives up on it
+POLL_S = 0.2
+
+
+def kernel_process(km: Any) -> Any:
+    """The kernel's Popen object, once it has started (None before)."""
+    return getattr(getattr(km, "provisioner", None), "process", None)
+
+
+def death_message(returncode: int) -> str:
+    """Why a kernel ended, in words: the signal that killed it (SIGKILL: often the out-of-memory killer)."""
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        hint = " (the out-of-memory killer sends it: see `dmesg`, or run fewer --jobs)" if name == "SIGKILL" else ""
+        return f"DeadKernel: the kernel died, killed by {name}{hint}"
+    return f"DeadKernel: the kernel exited with status {returncode} while a cell ran"
+
+
 def utc_now() -> str:
     """The current time, ISO 8601 in UTC, to the second."""
     return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
@@ -150,23 +172,64 @@ def execute(job: Job, kernels: Kernels) -> Result:
     kernels.add(km)
     start = time.monotonic()
     bar: bool | dict = {"desc": job.stem, "leave": False, "position": job.position} if job.progress else False
+    outcome: list[BaseException | None] = []
+
+    def papermill_thread() -> None:
+        try:
+            papermill.execute_notebook(
+                str(job.notebook), str(job.output), parameters=job.parameters, kernel_name="python3",
+                progress_bar=bar, km=km, extra_arguments=["--IPKernelApp.log_level=ERROR"],
+                # the kernel's working folder, given to nbclient: papermill's own `cwd` would chdir this process
+                resources={"metadata": {"path": str(job.cwd)}},
+            )
+            outcome.append(None)
+        except BaseException as exc:  # noqa: BLE001 (handed to the waiting thread, which reports it)
+            outcome.append(exc)
+
     try:
-        papermill.execute_notebook(
-            str(job.notebook), str(job.output), parameters=job.parameters, kernel_name="python3", progress_bar=bar,
-            km=km, extra_arguments=["--IPKernelApp.log_level=ERROR"],
-            # the kernel's working folder, given to nbclient: papermill's own `cwd` would chdir this whole process
-            resources={"metadata": {"path": str(job.cwd)}},
-        )
-    except PapermillExecutionError as exc:
-        result.cell, result.exec_count, result.error = exc.cell_index, exc.exec_count, f"{exc.ename}: {exc.evalue}"
-    except Exception as exc:  # the kernel died or was stopped, a timeout, an unreadable notebook ...
-        result.error = f"{type(exc).__name__}: {' '.join(str(exc).split()) or 'no message'}"
-    else:
-        result.status = "executed"
-        relative_record(job.output, job.cwd)
-        result.outputs = sorted(p.name for p in job.out_dir.iterdir() if p.is_file() and not p.name.startswith("."))
+        thread = threading.Thread(target=papermill_thread, daemon=True, name=f"papermill-{job.stem}")
+        thread.start()
+        error = _watch(thread, km, job, start)
+        if error is None:
+            exc = outcome[0]
+            if isinstance(exc, PapermillExecutionError):
+                result.cell, result.exec_count = exc.cell_index, exc.exec_count
+                result.error = f"{exc.ename}: {exc.evalue}"
+            elif exc is not None:  # the kernel was stopped, an unreadable notebook ...
+                result.error = f"{type(exc).__name__}: {' '.join(str(exc).split()) or 'no message'}"
+            else:
+                result.status = "executed"
+                relative_record(job.output, job.cwd)
+                result.outputs = sorted(p.name for p in job.out_dir.iterdir()
+                                        if p.is_file() and not p.name.startswith("."))
+        else:
+            result.error = error
     finally:
         stop_kernel(km)
         kernels.discard(km)
         result.seconds = round(time.monotonic() - start, 2)
     return result
+
+
+def _watch(thread: threading.Thread, km: Any, job: Job, start: float) -> str | None:
+    """Wait for papermill; None when it returned, else why the runner stopped waiting (dead kernel, timeout).
+
+    nbclient waits for a cell's reply without checking that the kernel lives, so a kernel killed by a signal (the
+    out-of-memory killer) would leave it waiting forever: the kernel's process is polled here instead. The papermill
+    thread is a daemon: when it is given up on, it is left behind and dies with the process.
+    """
+    died_at: float | None = None
+    while thread.is_alive():
+        thread.join(POLL_S)
+        now = time.monotonic()
+        process = kernel_process(km)
+        if died_at is None and process is not None and process.poll() is not None:
+            died_at = now
+        if died_at is not None and thread.is_alive() and now - died_at > DEATH_GRACE_S:
+            return death_message(process.returncode)
+        if job.timeout is not None and now - start > job.timeout and thread.is_alive():
+            stop_kernel(km)
+            thread.join(DEATH_GRACE_S)
+            return (f"Timeout: the notebook ran longer than {job.timeout:g} s and was stopped (raise the limit "
+                    "with --timeout SECONDS, or 0 for none)")
+    return None

@@ -76,6 +76,15 @@ def read_json(path: Path) -> Any:
         return None
 
 
+def complete_notebook(path: Path) -> bool:
+    """Whether `path` holds a whole notebook (a full disk can leave a truncated one)."""
+    try:
+        node = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(node, dict) and isinstance(node.get("cells"), list)
+
+
 def probe_writable(folder: Path) -> str | None:
     """Why files cannot be created in `folder` (or where it would be created), or None when they can."""
     target = Path(folder)
@@ -153,25 +162,41 @@ class LockBusy(Exception):
 
 
 class CheckoutLock:
-    """An exclusive advisory lock on one file (flock), holding the owner's pid; freed by the kernel on any exit."""
+    """An exclusive advisory lock on one file (flock), holding the owner's pid; freed by the kernel on any exit.
+
+    The lock is taken on the file the path names when the lock is granted: a file removed or replaced while we
+    waited is locked again, so two runs never both believe they hold it. A file removed while a run holds it is
+    covered by `hold_folder`: each run also locks a mark in its private folder, which a second run checks.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._fd: int | None = None
 
     def acquire(self, wait: bool = False) -> None:
-        """Take the lock; raise LockBusy naming the holder's pid unless `wait`, which blocks until it is free."""
+        """Take the lock; raise LockBusy naming the holder's pid unless `wait`, which blocks until it is free.
+
+        OSError (e.g. IsADirectoryError when the path is a folder) propagates for the caller to word.
+        """
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            text = os.pread(fd, 64, 0).decode(errors="replace").strip()
-            os.close(fd)
-            raise LockBusy(int(text) if text.isdigit() else None) from None
-        except BaseException:
-            os.close(fd)
-            raise
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                text = os.pread(fd, 64, 0).decode(errors="replace").strip()
+                os.close(fd)
+                raise LockBusy(int(text) if text.isdigit() else None) from None
+            except BaseException:
+                os.close(fd)
+                raise
+            try:
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)  # the file we locked was removed or replaced meanwhile: lock the one there now
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._fd = fd
@@ -183,3 +208,31 @@ class CheckoutLock:
                 os.ftruncate(self._fd, 0)
             os.close(self._fd)
             self._fd = None
+
+
+OWNER_MARK = ".owner"  # in a run's private folder: locked (flock) by the run for as long as it lives
+
+
+def hold_folder(folder: Path) -> int:
+    """Create `folder` and lock its owner mark for this process (pid written in it); returns the open descriptor."""
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / OWNER_MARK, os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def folder_holder(folder: Path) -> int | None:
+    """The pid of the live process holding `folder`'s owner mark (0 if it wrote none), or None when nobody does."""
+    try:
+        fd = os.open(folder / OWNER_MARK, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        text = os.pread(fd, 64, 0).decode(errors="replace").strip()
+        return int(text) if text.isdigit() else 0
+    finally:
+        os.close(fd)
+    return None

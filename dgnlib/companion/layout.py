@@ -9,6 +9,8 @@ from pathlib import Path
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
+# a notebook's wall-clock limit: far above the slowest paper-profile figure on 2 CPU cores (figure 06, 2 h 32 min)
+DEFAULT_TIMEOUT_S = 24 * 3600.0
 PUBLISHED_PROFILE = "paper"  # the profile whose runs are published (committed) without --publish
 INDEX_ID = "00"  # the front page: it lists the other figures, so it runs last and is never served from the cache
 
@@ -32,7 +34,7 @@ class Destination:
     executed: Path
     runs: Path
     cache: Path
-    journal: Path  # the commit journal: present only while (or because) a commit was cut short
+    journal: Path  # the commit journals are <stem>--<figure id>.json beside it (see manifest.journal_path)
 
     @property
     def manifest(self) -> Path:

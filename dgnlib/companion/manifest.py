@@ -48,6 +48,9 @@ class Manifest:
         figures = data.get("figures") if isinstance(data, dict) else None
         if not isinstance(figures, dict) or not all(isinstance(v, dict) for v in figures.values()):
             raise ManifestError(f"{layout.rel(path)}: not a manifest (expected {{'figures': {{id: entry}}}}); {advice}")
+        for fig_id, entry in figures.items():
+            if problem := entry_problem(entry):
+                raise ManifestError(f"{layout.rel(path)}: figure {fig_id!r}: {problem}; {advice}")
         return cls(path, figures, {k: v for k, v in data.items() if k not in ("figures", "generated_by", "updated")})
 
     def write(self) -> None:
@@ -59,6 +62,32 @@ class Manifest:
         """The last recorded run time of a figure under a profile, if any."""
         value = self.figures.get(fig_id, {}).get("run_seconds_by_profile", {}).get(profile)
         return value if isinstance(value, (int, float)) else None
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+# the fields the runner reads from an entry, with their type in words and a test of it (absent fields are fine)
+ENTRY_FIELDS: dict[str, tuple[str, Any]] = {
+    "outputs": ("a mapping of file name to SHA-256",
+                lambda v: isinstance(v, dict) and all(isinstance(k, str) and isinstance(h, str) for k, h in v.items())),
+    "run_seconds_by_profile": ("a mapping of profile to seconds",
+                               lambda v: isinstance(v, dict) and all(_is_number(x) for x in v.values())),
+    "run_seconds": ("a number of seconds", _is_number),
+    "parameters": ("a mapping", lambda v: isinstance(v, dict)),
+    "overrides": ("a mapping", lambda v: isinstance(v, dict)),
+    **{name: ("a string", lambda v: isinstance(v, str)) for name in ("id", "notebook", "executed_notebook", "profile")},
+    **{name: ("a string or null", lambda v: v is None or isinstance(v, str)) for name in ("claim", "verdict")},
+}
+
+
+def entry_problem(entry: dict[str, Any]) -> str | None:
+    """Why a manifest entry cannot be used ("field 'outputs' must be ..., got list"), or None when it can."""
+    for name, (words, ok) in ENTRY_FIELDS.items():
+        if name in entry and not ok(entry[name]):
+            return f"field {name!r} must be {words}, got {type(entry[name]).__name__} {entry[name]!r:.60}"
+    return None
 
 
 @dataclass(frozen=True)
@@ -86,12 +115,18 @@ def commit(layout: Layout, dest: Destination, staged: Staged) -> None:
         "executed_from": str(staged.executed_from), "executed_to": str(staged.executed_to),
         "entry": staged.entry, "cache_path": str(staged.cache_path), "cache_entry": staged.cache_entry,
     }
+    path = journal_path(dest, staged.fig_id)
     with signals_held():
-        write_json(dest.journal, journal)
-        _roll_forward(layout, dest, journal)
+        write_json(path, journal)
+        _roll_forward(layout, dest, journal, path)
 
 
-def _roll_forward(layout: Layout, dest: Destination, journal: dict[str, Any]) -> None:
+def journal_path(dest: Destination, fig_id: str) -> Path:
+    """The journal of one figure's commit: one per figure, so that a commit cut short by a full disk blocks no other."""
+    return dest.journal.with_name(f"{dest.journal.stem}--{fig_id}.json")
+
+
+def _roll_forward(layout: Layout, dest: Destination, journal: dict[str, Any], path: Path) -> None:
     """Finish a journalled commit; each step may already have happened (idempotent)."""
     folder, figures = Path(journal["folder"]), Path(journal["figures"])
     entry, fig_id = journal["entry"], journal["fig_id"]
@@ -101,7 +136,7 @@ def _roll_forward(layout: Layout, dest: Destination, journal: dict[str, Any]) ->
         if (folder / name).is_file():
             move_atomic(folder / name, figures / name)
         elif not (figures / name).is_file() or sha256_file(figures / name) != sha:
-            raise InputError(f"{layout.rel(dest.journal)}: cannot finish the commit of {fig_id}: {name} is lost; "
+            raise InputError(f"{layout.rel(path)}: cannot finish the commit of {fig_id}: {name} is lost; "
                              "delete the journal and rerun that notebook")
     previous = manifest.figures.get(fig_id, {})
     for stale in set(previous.get("outputs", {})) - set(entry["outputs"]):
@@ -114,7 +149,7 @@ def _roll_forward(layout: Layout, dest: Destination, journal: dict[str, Any]) ->
     manifest.figures[fig_id] = {**entry, "run_seconds_by_profile": dict(sorted(seconds.items()))}
     manifest.write()
     write_json(Path(journal["cache_path"]), journal["cache_entry"])
-    dest.journal.unlink(missing_ok=True)
+    path.unlink(missing_ok=True)
     shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -126,10 +161,10 @@ def recover(layout: Layout) -> list[str]:
         if not isinstance(journal, dict) or "entry" not in journal:
             path.unlink()  # written half (it is written atomically, so only by hand): nothing was moved yet
             continue
-        name = path.stem
+        name = path.stem.split("--")[0]  # <destination>--<figure id>.json (<destination>.json before)
         dest = layout.destination(name, publish=name == "published")
         with signals_held():
-            _roll_forward(layout, dest, journal)
+            _roll_forward(layout, dest, journal, path)
         repaired.append(f"{journal['fig_id']} ({'published' if dest.published else name})")
     return repaired
 

@@ -214,7 +214,8 @@ def make_plan(layout: Layout, profile: str, only: str | None, sets: Sequence[str
         values = {**defaults, **overrides[path.stem], "profile": profile}
         values.pop("out_dir", None)
         schema = schemas.get(path.stem)
-        errors += schema.problems({**values, "out_dir": ""}, path.stem, where=f"{layout.rel(path)} ({profile})")
+        errors += schema.problems({**values, "out_dir": ""}, path.stem, where=f"{layout.rel(path)} ({profile})",
+                                  root=layout.root)
         values = {k: values[k] for k in defaults if k in values}  # the parameters cell's order
         tasks.append(Task(Notebook(path, defaults, code), overrides[path.stem], values))
     if errors:
@@ -226,7 +227,10 @@ def make_plan(layout: Layout, profile: str, only: str | None, sets: Sequence[str
 
 def check_writable(layout: Layout, dest: Destination) -> None:
     """Raise InputError unless build/ and the destination's folders can take new files."""
-    folders = [layout.build, dest.figures, dest.executed] + ([layout.readme.parent] if dest.published else [])
+    # the run store too: a read-only one would otherwise fail only after the first group of runs has trained
+    folders = [layout.build, dest.figures, dest.executed, dest.runs]
+    folders += [layout.readme.parent] if dest.published else []
+    folders += sorted(p for p in dest.runs.iterdir() if p.is_dir()) if dest.runs.is_dir() else []  # <key[:2]>/
     problems = [f"{layout.rel(f)}: {why}" for f in folders if (why := probe_writable(f))]
     if problems:
         raise InputError("cannot write the results: " + "; ".join(problems) + " (fix the permissions and rerun)")
