@@ -27,7 +27,9 @@ BODY = """import json, os, pathlib, time
 out = pathlib.Path(out_dir)
 (out / "{id}.csv").write_text(f"n,seed,lr\\n{{n}},{{seed}},{{lr}}\\n")
 pathlib.Path(os.environ["DGN_RUN_STORE"]).mkdir(parents=True, exist_ok=True)
-(pathlib.Path(os.environ["DGN_RUN_STORE"]).parent / "{id}.started").write_text(str(os.getpid()))
+_mark = pathlib.Path(os.environ["DGN_RUN_STORE"]).parent / "{id}.started"
+(_mark.parent / ".{id}.started.tmp").write_text(str(os.getpid()))
+os.replace(_mark.parent / ".{id}.started.tmp", _mark)  # whole: a test reads the pid as soon as the file appears
 time.sleep(sleep)
 if die:
     os.kill(os.getpid(), die)
