@@ -181,8 +181,12 @@ def test_a_missing_run_fails_naming_its_key_and_is_never_trained(repo, capsys):
 @pytest.mark.parametrize("args, message", [
     (["--only", "42"], "42 not in the published manifest"),
     (["--only", ","], "no id"),
+    (["--only", "08", "--quick"], "none of these is in the quick set"),
 ])
-def test_bad_selection_exits_2(repo, capsys, args, message):
+def test_bad_selection_exits_2(repo, capsys, monkeypatch, args, message):
+    from dgnlib.companion import verify as verify_module
+
+    monkeypatch.setattr(verify_module, "QUICK", ("06",))
     rc, out = verify(repo[0], capsys, *args)
     assert rc == 2 and message in out
 

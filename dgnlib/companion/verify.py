@@ -69,7 +69,11 @@ def select(manifest: Manifest, only: str | None, quick: bool) -> list[str]:
             raise InputError(f"--only {only!r}: {', '.join(unknown) or 'no id'} not in the published manifest "
                              f"(figures: {', '.join(known)})")
         known = sorted(set(wanted))
-    return [i for i in known if not quick or i in QUICK or i == INDEX_ID]
+    chosen = [i for i in known if not quick or i in QUICK or i == INDEX_ID]
+    if quick and only is not None and not [i for i in chosen if i != INDEX_ID]:
+        raise InputError(f"--only {only} --quick: none of these is in the quick set ({', '.join(QUICK)}); drop "
+                         "--quick to verify them")
+    return chosen
 
 
 def git(root: Path, *args: str) -> str | None:
@@ -181,8 +185,8 @@ def verify(layout: Layout, only: str | None = None, quick: bool = False, record_
                              "the recorded commit is what was verified")
     store = layout.root / "runs"
     entries, problems = runcheck.audit(store, SCHEMA)
-    say(f"runs/: {entries} entries checked (JSON parses, key field and spec hash match the key, weights load"
-        f"{' and match their SHA-256' if entries else ''}): " + ("ok" if not problems else f"{len(problems)} bad"))
+    say(f"runs/: {entries} entries checked (JSON parses, key field and spec hash match the key, weights load and "
+        "match the SHA-256 their entry records, where it does): " + ("ok" if not problems else f"{len(problems)} bad"))
     for line in problems:
         say(f"   BAD {line}")
     outcomes: list[Outcome] = []
