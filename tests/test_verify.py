@@ -5,9 +5,13 @@ runs by `figlib.make`, the same function the notebooks call) with a MANIFEST, an
 """
 
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 from nbformat import write
@@ -222,3 +226,21 @@ def test_stale_verified_is_dropped_when_the_runner_republishes(tmp_path):
     published = Manifest.read(dest.manifest, layout).figures["06"]
     assert "verified" not in published and "runs_read" not in published
     assert published["outputs"] == entry["outputs"]
+
+
+def test_sigterm_stops_verify_at_once_and_leaves_no_scratch(repo):
+    root, _ = repo
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    proc = subprocess.Popen([sys.executable, "-m", "dgnlib", "--root", str(root), "verify", "--only", "06"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().startswith("runs/: 2 entries checked")  # the kernel is starting now
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    try:
+        _, err = proc.communicate(timeout=30)  # papermill would wait forever on the killed kernel
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+    assert proc.returncode == 143, err
+    assert "interrupted" in err
+    assert not (root / "build" / "verify").exists() or not any((root / "build" / "verify").iterdir())

@@ -99,11 +99,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return reproduce(layout, args.profile, args.only, args.sets, publish=args.publish, force=args.force,
                              keep_going=args.keep_going, jobs=args.jobs, progress=args.progress, wait=args.wait,
                              scheduler=args.scheduler, workers=args.workers)
-        if args.command == "verify":
-            from dgnlib.companion.verify import verify
-
-            return verify(layout, args.only, quick=args.quick, record_results=args.record)
         with signals_raise():
+            if args.command == "verify":
+                from dgnlib.companion.verify import verify
+
+                return verify(layout, args.only, quick=args.quick, record_results=args.record)
             if args.command == "prepare":
                 from dgnlib.companion.reproduce import prepare
 

@@ -17,10 +17,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import queue
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +30,7 @@ from typing import Any
 
 from dgnlib import params, runcheck
 from dgnlib.companion.diff import describe_difference
-from dgnlib.companion.execute import Job, Kernels, execute, utc_now
+from dgnlib.companion.execute import Job, Kernels, Result, execute, utc_now
 from dgnlib.companion.fsio import Interrupted, sha256_file, signals_call, write_json
 from dgnlib.companion.layout import EXIT_FAILED, EXIT_OK, INDEX_ID, InputError, Layout
 from dgnlib.companion.manifest import Manifest
@@ -108,7 +110,29 @@ def runs_read(log: Path, store: Path) -> dict[str, dict[str, str]]:
     return {key: {p.name: sha256_file(p) for p in runcheck.entry_files(store, key)} for key in sorted(keys)}
 
 
-def verify_figure(layout: Layout, entry: dict[str, Any], scratch: Path, kernels: Kernels) -> Outcome:
+def _execute_interruptibly(job: Job, kernels: Kernels, caught: list[int]) -> Result:
+    """`execute` in a daemon thread, so that a signal (which kills the kernel) ends the wait at once: papermill does
+    not notice a dead kernel while it waits for a cell, and is left behind to die with the process."""
+    results: queue.Queue = queue.Queue()
+
+    def worker() -> None:
+        try:
+            results.put(execute(job, kernels))
+        except Exception as exc:  # a broken installation: this figure's failure, not a traceback
+            results.put(Result(error=f"{type(exc).__name__}: {exc}"))
+
+    threading.Thread(target=worker, daemon=True, name=job.stem).start()
+    while True:
+        if caught:
+            raise Interrupted(caught[0])
+        try:
+            return results.get(timeout=0.1)
+        except queue.Empty:
+            continue
+
+
+def verify_figure(layout: Layout, entry: dict[str, Any], scratch: Path, kernels: Kernels,
+                  caught: list[int]) -> Outcome:
     """Re-execute one figure's notebook read-only from runs/ and compare its outputs with figures/."""
     fig_id, store = entry["id"], layout.root / "runs"
     outcome = Outcome(fig_id, problems=check_recorded_runs(store, entry))
@@ -125,7 +149,7 @@ def verify_figure(layout: Layout, entry: dict[str, Any], scratch: Path, kernels:
            "DGN_WIDGETS": "static", "DGN_WORKERS": "1",
            "PYTHONPATH": os.pathsep.join([str(layout.root), *filter(None, [os.environ.get("PYTHONPATH")])])}
     with kernel_environment(env):  # the kernel inherits this process's environment
-        result = execute(job, kernels)
+        result = _execute_interruptibly(job, kernels, caught)
     outcome.seconds = result.seconds
     outcome.runs_read = runs_read(log, store)
     if result.status != "executed":
@@ -207,9 +231,7 @@ def verify(layout: Layout, only: str | None = None, quick: bool = False, record_
                     say(f"{fig_id} skipped: {'the front page' if fig_id == INDEX_ID else 'this figure'} has no "
                         "outputs to compare")
                     continue
-                outcome = verify_figure(layout, entry, scratch, kernels)
-                if caught:
-                    raise Interrupted(caught[0])
+                outcome = verify_figure(layout, entry, scratch, kernels, caught)
                 outcomes.append(outcome)
                 read = f"; read {len(outcome.runs_read)} runs" if outcome.runs_read else ""
                 if outcome.problems:
