@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
 import math
 import os
@@ -275,11 +276,8 @@ class RunResult:
 
 
 class RunStore:
-    """Finished runs under a folder: `<root>/<key[:2]>/<key>.json`, weights in `<key>.e<epoch>.npz` beside it.
-
-    What it reads is checked (`dgnlib.runcheck`: an entry whose key or spec does not match, or a weights file that
-    does not match its entry, raises `CorruptEntry`); `read_only` (default: DGN_RUN_STORE_READ_ONLY) refuses writes.
-    """
+    """Runs under a folder: `<root>/<key[:2]>/<key>.json`, weights in `<key>.e<epoch>.npz` beside it; what it reads
+    is checked (`dgnlib.runcheck`); `read_only` (default: DGN_RUN_STORE_READ_ONLY) refuses writes."""
 
     def __init__(self, root: str | os.PathLike, read_only: bool | None = None) -> None:
         self.root = Path(root).expanduser()
@@ -296,12 +294,9 @@ class RunStore:
     def _entry(self, key: str) -> dict | None:
         """The checked JSON object of entry `key` (logged as read), or None when there is none."""
         path = self._path(key)
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            return None
-        obj = runcheck.parse_entry(path, data, key, SCHEMA)
-        runcheck.log_read(path, key)
+        obj = runcheck.parse_entry(path, path.read_bytes(), key, SCHEMA) if path.is_file() else None
+        if obj is not None:
+            runcheck.log_read(path, key)
         return obj
 
     def get(self, key: str) -> RunResult | None:
@@ -314,12 +309,10 @@ class RunStore:
 
     def _writable(self) -> None:
         if self.read_only:
-            raise runcheck.StoreError(f"the run store {self.root} is read-only ({runcheck.READ_ONLY_ENV}): "
-                                      "nothing may be trained or written into it")
+            raise runcheck.StoreError(f"the run store {self.root} is read-only ({runcheck.READ_ONLY_ENV}): no writes")
 
     def put(self, key: str, result: RunResult) -> None:
-        """Store a finished run atomically: its kept weights first, then the JSON entry (the commit point) with the
-        weights' SHA-256s."""
+        """Store a finished run atomically: kept weights first, then the JSON entry with their SHA-256s (the commit)."""
         self._writable()
         if key != result.key:
             raise ValueError(f"put: key {key[:12]}… differs from the result's key {result.key[:12]}…")
@@ -329,10 +322,8 @@ class RunStore:
 
     def put_weights(self, key: str, epoch: int, state: dict[str, np.ndarray]) -> str:
         """Store one epoch's value-network weights of run `key` (an .npz written atomically); returns its SHA-256."""
-        from io import BytesIO
-
         self._writable()
-        buf = BytesIO()
+        buf = io.BytesIO()
         np.savez(buf, **{name: np.asarray(a) for name, a in state.items()})
         atomic_write(self._path(key, f".e{int(epoch)}.npz"), buf.getvalue())
         return hashlib.sha256(buf.getvalue()).hexdigest()
@@ -340,10 +331,8 @@ class RunStore:
     def weights(self, key: str, epoch: int) -> dict[str, np.ndarray] | None:
         """Run `key`'s value-network weights after `epoch`, or None when they (or the run's entry) were not kept."""
         path = self._path(key, f".e{int(epoch)}.npz")
-        if not path.is_file():
-            return None
-        entry = self._entry(key)
-        if entry is None:  # weights without their entry: a run that never finished storing
+        entry = self._entry(key) if path.is_file() else None  # weights without an entry: a run never fully stored
+        if entry is None:
             return None
         arrays = runcheck.load_weights(path, path.read_bytes(), entry.get("weights_sha256", {}).get(str(int(epoch))))
         runcheck.log_read(path, key)
