@@ -22,7 +22,7 @@ else
 SETUP :=
 endif
 
-.PHONY: figures test unit nbval html lint clean setup
+.PHONY: figures test unit nbval verify verify-quick html lint clean setup
 .DEFAULT_GOAL := figures
 
 setup: $(SETUP)
@@ -38,7 +38,7 @@ figures: $(SETUP)
 	$(PYTHON) -m dgnlib reproduce --profile $(PROFILE) $(if $(ONLY),--only $(ONLY),) $(if $(PUBLISH),--publish,) \
 		$(if $(SCHEDULER),--scheduler $(SCHEDULER),)
 
-test: unit nbval
+test: unit nbval verify-quick
 
 unit: $(SETUP)
 	$(PYTHON) -m pytest -p no:cacheprovider tests
@@ -50,6 +50,13 @@ nbval: $(SETUP)
 	$(PYTHON) -m dgnlib prepare --profile smoke --dest build/nbval
 	DGN_RUNNER=nbval DGN_WIDGETS=static DGN_RUN_STORE=$(CURDIR)/build/nbval/runs $(PYTHON) -m pytest -p no:cacheprovider --nbval-lax \
 		--nbval-current-env --nbval-cell-timeout=600 build/nbval
+
+# Re-derive the published figures from the committed runs/ (read-only) and compare them with figures/ byte for byte.
+verify: $(SETUP)
+	$(PYTHON) -m dgnlib verify $(if $(ONLY),--only $(ONLY),)
+
+verify-quick: $(SETUP)
+	$(PYTHON) -m dgnlib verify --quick
 
 html: $(SETUP)
 	$(PYTHON) -m dgnlib render $(if $(FROM),--from $(FROM),)
@@ -70,6 +77,8 @@ help:
 	@echo "make figures [PROFILE=smoke|quick|paper] [ONLY=03,05]   run the notebooks, regenerate the figures (default)"
 	@echo "make test                  unit tests, then every notebook under the smoke profile with nbval"
 	@echo "make unit | make nbval     one half of make test"
+	@echo "make verify [ONLY=06,08]   re-derive the published figures from runs/ and compare them with figures/"
+	@echo "make verify-quick          the same for the figures that take seconds (part of make test)"
 	@echo "make html [FROM=folder]    reading copy in build/html from executed/ (or e.g. FROM=build/executed/quick)"
 	@echo "make lab                   JupyterLab on the whole companion, front page open (sliders in 03 and 04)"
 	@echo "make lint                  ruff on dgnlib, tests and bench"

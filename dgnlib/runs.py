@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
 import math
 import os
@@ -30,6 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from . import runcheck
 from .atomic import write_atomic as atomic_write
 from .models import DGN, VARIANTS, ConvDGN, GatedNet
 from .seeding import derive_seed
@@ -274,53 +276,67 @@ class RunResult:
 
 
 class RunStore:
-    """Finished runs under a folder: `<root>/<key[:2]>/<key>.json`, weights in `<key>.e<epoch>.npz` beside it."""
+    """Runs under a folder: `<root>/<key[:2]>/<key>.json`, weights in `<key>.e<epoch>.npz` beside it; what it reads
+    is checked (`dgnlib.runcheck`); `read_only` (default: DGN_RUN_STORE_READ_ONLY) refuses writes."""
 
-    def __init__(self, root: str | os.PathLike) -> None:
+    def __init__(self, root: str | os.PathLike, read_only: bool | None = None) -> None:
         self.root = Path(root).expanduser()
+        self.read_only = runcheck.read_only_from_env() if read_only is None else read_only
 
     def __repr__(self) -> str:
-        return f"RunStore({str(self.root)!r})"
+        return f"RunStore({str(self.root)!r}{', read-only' if self.read_only else ''})"
 
     def _path(self, key: str, suffix: str = ".json") -> Path:
-        if len(key) != 64 or any(c not in "0123456789abcdef" for c in key):
+        if not (isinstance(key, str) and runcheck.is_key(key)):
             raise ValueError(f"a run key is 64 lowercase hex digits (RunSpec.key()), got {key!r}")
         return self.root / key[:2] / f"{key}{suffix}"
 
+    def _entry(self, key: str) -> dict | None:
+        """The checked JSON object of entry `key` (logged as read), or None when there is none."""
+        path = self._path(key)
+        obj = runcheck.parse_entry(path, path.read_bytes(), key, SCHEMA) if path.is_file() else None
+        if obj is not None:
+            runcheck.log_read(path, key)
+        return obj
+
     def get(self, key: str) -> RunResult | None:
-        """The stored result of run `key`, or None."""
-        try:
-            text = self._path(key).read_text()
-        except FileNotFoundError:
-            return None
-        return RunResult.from_json(json.loads(text))
+        """The stored result of run `key`, or None; CorruptEntry when the entry is not that run's."""
+        obj = self._entry(key)
+        return None if obj is None else RunResult.from_json(obj)
 
     def __contains__(self, key: str) -> bool:
         return self._path(key).is_file()
 
+    def _writable(self) -> None:
+        if self.read_only:
+            raise runcheck.StoreError(f"the run store {self.root} is read-only ({runcheck.READ_ONLY_ENV}): no writes")
+
     def put(self, key: str, result: RunResult) -> None:
-        """Store a finished run atomically: its kept weights first, then the JSON entry (the commit point)."""
+        """Store a finished run atomically: kept weights first, then the JSON entry with their SHA-256s (the commit)."""
+        self._writable()
         if key != result.key:
             raise ValueError(f"put: key {key[:12]}… differs from the result's key {result.key[:12]}…")
-        for epoch, state in result.weights.items():
-            self.put_weights(key, epoch, state)
-        atomic_write(self._path(key), json.dumps(result.to_json(), sort_keys=True).encode())
+        digests = {str(epoch): self.put_weights(key, epoch, state) for epoch, state in result.weights.items()}
+        obj = {**result.to_json(), **({"weights_sha256": digests} if digests else {})}
+        atomic_write(self._path(key), json.dumps(obj, sort_keys=True).encode())
 
-    def put_weights(self, key: str, epoch: int, state: dict[str, np.ndarray]) -> None:
-        """Store one epoch's value-network weights of run `key` (an .npz written atomically)."""
-        from io import BytesIO
-
-        buf = BytesIO()
+    def put_weights(self, key: str, epoch: int, state: dict[str, np.ndarray]) -> str:
+        """Store one epoch's value-network weights of run `key` (an .npz written atomically); returns its SHA-256."""
+        self._writable()
+        buf = io.BytesIO()
         np.savez(buf, **{name: np.asarray(a) for name, a in state.items()})
         atomic_write(self._path(key, f".e{int(epoch)}.npz"), buf.getvalue())
+        return hashlib.sha256(buf.getvalue()).hexdigest()
 
     def weights(self, key: str, epoch: int) -> dict[str, np.ndarray] | None:
-        """Run `key`'s value-network weights after `epoch`, or None when they were not kept."""
+        """Run `key`'s value-network weights after `epoch`, or None when they (or the run's entry) were not kept."""
         path = self._path(key, f".e{int(epoch)}.npz")
-        if not path.is_file():
+        entry = self._entry(key) if path.is_file() else None  # weights without an entry: a run never fully stored
+        if entry is None:
             return None
-        with np.load(path) as z:
-            return {name: z[name] for name in z.files}
+        arrays = runcheck.load_weights(path, path.read_bytes(), entry.get("weights_sha256", {}).get(str(int(epoch))))
+        runcheck.log_read(path, key)
+        return arrays
 
     def has_weights(self, key: str, epoch: int) -> bool:
         """True when run `key`'s weights after `epoch` are stored."""
@@ -330,12 +346,12 @@ class RunStore:
         """Keys of every stored run (a hidden file is a write in flight, not an entry)."""
         return sorted(p.stem for p in self.root.glob("??/*.json") if not p.name.startswith("."))
 
-
 class MemoryStore(RunStore):
     """A run store in memory (nothing persists): what experiments use when no store is given."""
 
     def __init__(self) -> None:
         self.root = Path("<memory>")
+        self.read_only = False
         self._runs: dict[str, RunResult] = {}
         self._weights: dict[tuple[str, int], dict[str, np.ndarray]] = {}
 

@@ -29,6 +29,7 @@ import numpy as np
 
 from . import data
 from .ensemble import train_ensemble
+from .runcheck import StoreError
 from .runs import RunResult, RunSpec, RunStore, gate_weight_id
 
 # At most this many runs train as one ensemble. On the CPU a run's step costs about the same from 4 to 25 runs per
@@ -209,12 +210,17 @@ def run_sweep(
 
     def pending(spec: RunSpec) -> bool:
         key = spec.key()
-        if key not in store:
+        if store.get(key) is None:  # reads and checks the entry: a corrupt one raises CorruptEntry, never retrains
             return True
         epochs = need.get(key, (None, set()))[1] | set(spec.keep_weights)
         return not all(store.has_weights(key, e) for e in epochs)
 
     todo = [s for s in by_key.values() if pending(s)]
+    if todo and getattr(store, "read_only", False):
+        shown = ", ".join(s.key() for s in todo[:5]) + (f" and {len(todo) - 5} more" if len(todo) > 5 else "")
+        raise StoreError(f"{len(todo)} runs are missing from the read-only run store {store.root} (or lack the "
+                         f"weights asked for): {shown}; a read-only store never trains: restore runs/ or run "
+                         "`dgn reproduce` to train them")
     first = [s.replace(keep_weights=tuple(sorted(set(s.keep_weights) | need.get(s.key(), (None, set()))[1])))
              for s in todo if s.gate_source is None]
     second = [s for s in todo if s.gate_source is not None]

@@ -65,6 +65,18 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--dest", default="build/nbval",
                       help="folder for the notebooks; their outputs go to <dest>/figures (default build/nbval)")
 
+    ver = commands.add_parser("verify", help="re-derive the published figures from runs/ (read-only) and compare "
+                              "them with figures/ byte for byte; audit the run store",
+                              epilog="exit status: 0 every compared file identical and the run store sound, 1 a "
+                              "figure differs or fails or a store file is bad, 2 bad input.",
+                              formatter_class=formatter)
+    ver.add_argument("--only", metavar="IDS", help="comma-separated figure ids, e.g. 06,08")
+    ver.add_argument("--quick", action="store_true",
+                     help="only the figures that re-derive in seconds (the set CI checks)")
+    ver.add_argument("--record", action="store_true",
+                     help="after a fully green run on a clean checkout, write `verified` and `runs_read` into the "
+                          "verified figures' MANIFEST entries")
+
     ren = commands.add_parser("render", help="convert the executed notebooks to HTML under build/html/")
     ren.add_argument("--profile", default=None,
                      help="render build/executed/<profile>/ (default: executed/, the committed run)")
@@ -98,6 +110,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                              scheduler=args.scheduler, workers=args.workers,
                              timeout=args.timeout)
         with signals_raise():
+            if args.command == "verify":
+                from dgnlib.companion.verify import verify
+
+                return verify(layout, args.only, quick=args.quick, record_results=args.record)
             if args.command == "prepare":
                 from dgnlib.companion.prepare import prepare
 

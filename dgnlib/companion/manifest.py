@@ -19,6 +19,10 @@ from dgnlib.companion.execute import utc_now
 from dgnlib.companion.fsio import move_atomic, read_json, sha256_file, signals_held, write_json
 from dgnlib.companion.layout import Destination, InputError, Layout
 
+# Written by `dgn verify --record` about one publication of a figure: a republished figure drops them (its new
+# outputs are not the ones verified), even if an entry handed to a commit carried them along.
+VERIFY_FIELDS = ("verified", "runs_read")
+
 
 class ManifestError(InputError):
     """MANIFEST.json exists but cannot be read as a manifest: the run stops and leaves it as it is."""
@@ -146,7 +150,8 @@ def _roll_forward(layout: Layout, dest: Destination, journal: dict[str, Any], pa
     if source.is_file():
         move_atomic(source, target)
     seconds = {**previous.get("run_seconds_by_profile", {}), **entry.get("run_seconds_by_profile", {})}
-    manifest.figures[fig_id] = {**entry, "run_seconds_by_profile": dict(sorted(seconds.items()))}
+    fresh = {k: v for k, v in entry.items() if k not in VERIFY_FIELDS}
+    manifest.figures[fig_id] = {**fresh, "run_seconds_by_profile": dict(sorted(seconds.items()))}
     manifest.write()
     write_json(Path(journal["cache_path"]), journal["cache_entry"])
     path.unlink(missing_ok=True)
