@@ -36,13 +36,14 @@ REFERENCE = 1000  # gates_changed is measured on the first 1000 training inputs 
 EVAL_CHUNK = 1024
 
 
-def make_optimizer(name: str, params: Sequence[nn.Parameter], lr: float) -> torch.optim.Optimizer:
-    """Adam / SGD / RMSprop over `params`, fused where this torch has a fused kernel for the device, else foreach."""
+def make_optimizer(name: str, params: Sequence[nn.Parameter], lr: float, **constants: float) -> torch.optim.Optimizer:
+    """Adam / SGD / RMSprop over `params` (`constants`: e.g. alpha, eps), fused where this torch has a fused kernel
+    for the device, else foreach."""
     cls = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD, "rmsprop": torch.optim.RMSprop}[name]
     try:
-        return cls(params, lr=lr, fused=True)
+        return cls(params, lr=lr, fused=True, **constants)
     except (RuntimeError, TypeError, ValueError):  # no fused kernel for this optimiser or device
-        return cls(params, lr=lr, foreach=True)
+        return cls(params, lr=lr, foreach=True, **constants)
 
 
 def per_run_loss(name: str, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -259,7 +260,7 @@ def _train(specs: list[RunSpec], gate_weights: Mapping[str, Mapping[str, np.ndar
                                          derive_seed(first.data.subset_seed, "probe"))
         probe = (torch.as_tensor(xp), torch.as_tensor(yp))
     evaluator = _Eval(net, ordered, splits, train_idx, val_idx, probe)
-    opt = make_optimizer(first.optimizer, net.trainable(), first.lr)
+    opt = make_optimizer(first.optimizer, net.trainable(), first.lr, **first.optimizer_options())
     gens = [torch.Generator().manual_seed(derive_seed(s.seed, "minibatch")) for s in ordered]
     active = [True] * net.R
     rows: list[list[dict]] = [[] for _ in ordered]

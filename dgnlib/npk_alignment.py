@@ -18,7 +18,7 @@ import pandas as pd
 
 from . import seeding
 from .comparison import sweep_history, variant_specs
-from .runs import DataSpec, ModelSpec, RunResult, RunSpec, RunStore
+from .runs import OPTIMIZER_CONSTANTS, DataSpec, ModelSpec, RunResult, RunSpec, RunStore
 from .sweep import Executor, run_sweep
 from .threads import single_thread
 from .verdict import Check, Part, paired
@@ -54,14 +54,22 @@ def alignment_specs(
     epochs: int,
     probe_per_class: int,
     init: str = "bernoulli",
+    rmsprop_rho: float | None = None,
+    opt_eps: float | None = None,
 ) -> dict[tuple[str, int], RunSpec]:
     """{(variant, seed): RunSpec} for relu and frnpf-ii: bias-free FC DGN (init "bernoulli": weights ±√(2/w)), one
-    output, squared loss, ν logged on a probe of `probe_per_class` examples per class."""
+    output, squared loss, ν logged on a probe of `probe_per_class` examples per class.
+
+    rmsprop_rho (RMSprop's smoothing constant, PyTorch's alpha) and opt_eps (RMSprop's and Adam's epsilon) are used
+    where `optimizer` has them, and ignored otherwise; None keeps PyTorch's default.
+    """
     if probe_per_class < 1:
         raise ValueError(f"probe_per_class must be at least 1 (ν needs a probe), got {probe_per_class!r}")
     model = ModelSpec("fc", bias=False, init=init, d_in=d_in, width=width, depth=depth, d_out=1)
+    constants = {name: value for name, value in (("opt_alpha", rmsprop_rho), ("opt_eps", opt_eps))
+                 if name in OPTIMIZER_CONSTANTS[optimizer]}
     return variant_specs(model, data, VARIANTS, seeds, optimizer=optimizer, lr=lr, batch_size=batch_size,
-                         epochs=epochs, loss="mse", probe_per_class=probe_per_class)
+                         epochs=epochs, loss="mse", probe_per_class=probe_per_class, **constants)
 
 
 def history_of(specs: Mapping[tuple[str, int], RunSpec], results: Mapping[str, RunResult]) -> pd.DataFrame:

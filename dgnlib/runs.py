@@ -38,15 +38,25 @@ SCHEMA = 2  # bump when a change of the training code changes the numbers of an 
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
 LOSSES = ("ce", "mse")
 STATUSES = ("ok", "invalid")
+UNLESS_DEFAULT = "unless-default"  # field metadata: in the key only when it differs from its default
+# Optimiser constants a spec may set (None: PyTorch's default), per optimiser: RMSprop's smoothing constant alpha
+# (Keras calls it rho) and the epsilon of RMSprop and Adam.
+OPTIMIZER_CONSTANTS = {"adam": ("opt_eps",), "rmsprop": ("opt_alpha", "opt_eps"), "sgd": ()}
 METRICS = ("epoch", "train_loss", "train_acc", "val_acc", "test_acc", "gates_changed")
 
 
+def _in_key(f: dataclasses.Field, value: Any) -> bool:
+    """Whether a field enters the canonical JSON: not with metadata key=False, and not at its default with
+    key="unless-default" (a field added later: specs that leave it at its default keep their old keys)."""
+    rule = f.metadata.get("key", True)
+    return rule is True or (rule == UNLESS_DEFAULT and value != f.default)
+
+
 def _canonical(obj: Any) -> Any:
-    """JSON-ready form of a spec: dataclasses as dicts of their key fields (those with metadata key=False left out)."""
+    """JSON-ready form of a spec: dataclasses as dicts of their key fields (see `_in_key`)."""
     if dataclasses.is_dataclass(obj):
-        return {
-            f.name: _canonical(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.metadata.get("key", True)
-        }
+        values = {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+        return {f.name: _canonical(values[f.name]) for f in dataclasses.fields(obj) if _in_key(f, values[f.name])}
     if isinstance(obj, (tuple, list)):
         return [_canonical(v) for v in obj]
     return obj
@@ -169,10 +179,17 @@ class RunSpec:
     gate_source: GateSource | None = None
     probe_per_class: int = 0
     keep_weights: tuple[int, ...] = field(default=(), metadata={"key": False})
+    opt_alpha: float | None = field(default=None, metadata={"key": UNLESS_DEFAULT})
+    opt_eps: float | None = field(default=None, metadata={"key": UNLESS_DEFAULT})
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {self.optimizer!r}: expected one of {', '.join(OPTIMIZERS)}")
+        for name, value, high in (("opt_alpha", self.opt_alpha, 1.0), ("opt_eps", self.opt_eps, math.inf)):
+            if value is not None and name not in OPTIMIZER_CONSTANTS[self.optimizer]:
+                raise ValueError(f"{name} does not apply to optimizer {self.optimizer!r}: leave it None")
+            if value is not None and not (type(value) in (int, float) and 0 < value < high):
+                raise ValueError(f"{name} must be a number in (0, {high:g}), got {value!r}")
         if self.loss not in LOSSES:
             raise ValueError(f"unknown loss {self.loss!r}: expected one of {', '.join(LOSSES)}")
         for name, value, least in (("batch_size", self.batch_size, 1), ("epochs", self.epochs, 0),
@@ -204,7 +221,13 @@ class RunSpec:
         shared = self.model.replace(variant="relu", beta=1.0, eps=0.0)
         parts = [shared, self.data, self.optimizer, self.lr, self.batch_size, self.epochs, self.loss,
                  self.probe_per_class]
+        if (self.opt_alpha, self.opt_eps) != (None, None):  # appended only when set: old group keys unchanged
+            parts.append({"opt_alpha": self.opt_alpha, "opt_eps": self.opt_eps})
         return hashlib.sha256(canonical_json(parts).encode()).hexdigest()
+
+    def optimizer_options(self) -> dict[str, float]:
+        """Keyword arguments of the torch optimiser beyond lr: the constants this spec sets (alpha, eps)."""
+        return {name[4:]: value for name in ("opt_alpha", "opt_eps") if (value := getattr(self, name)) is not None}
 
     def init_seed(self) -> int:
         """The seed the model is built with (flnpf: its own stream, so its value network is not relu's init)."""

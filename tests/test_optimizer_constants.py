@@ -1,0 +1,65 @@
+"""Optimiser constants (RMSprop's alpha/rho, the epsilon of RMSprop and Adam) enter a run's key only when set, so
+the committed run store stays valid; set, they reach the torch optimiser."""
+
+import json
+
+import pytest
+import torch
+
+from dgnlib import npk_alignment
+from dgnlib.ensemble import make_optimizer
+from dgnlib.report import repo_root
+from dgnlib.runs import DataSpec, ModelSpec, RunSpec, RunStore, canonical_json
+
+DATA = DataSpec("synthetic", n_train=60, n_test=20, shape=(4,), n_classes=2, val_fraction=0.1)
+MODEL = ModelSpec("fc", d_in=4, width=8, depth=3, d_out=2)
+
+
+def test_committed_figure_07_runs_keep_their_keys():
+    # figure 07's published paper runs (PyTorch's RMSprop constants, 100 epochs), rebuilt by the library today: the
+    # keys must be those committed in runs/, or every stored run of the project would silently be orphaned
+    store = RunStore(repo_root() / "runs")
+    data = npk_alignment.mnist_pair(4, 7, 0, 0)
+    specs = npk_alignment.alignment_specs(data, 784, npk_alignment.run_seeds(0, 5), depth=6, width=100,
+                                          optimizer="rmsprop", lr=1e-4, batch_size=64, epochs=100,
+                                          probe_per_class=100)
+    stored = set(store.keys())
+    assert len(specs) == 10 and all(s.key() in stored for s in specs.values())
+    key = specs["relu", npk_alignment.run_seeds(0, 5)[0]].key()
+    entry = json.loads((store.root / key[:2] / f"{key}.json").read_text())
+    assert "opt_alpha" not in entry["spec"] and "opt_eps" not in entry["spec"]
+
+
+def test_constants_change_key_and_group_only_when_set():
+    base = RunSpec(MODEL, DATA, 0, optimizer="rmsprop")
+    assert base.replace(opt_alpha=None, opt_eps=None).key() == base.key()
+    assert "opt_" not in canonical_json(base)
+    tuned = base.replace(opt_alpha=0.9, opt_eps=1e-7)
+    assert tuned.key() != base.key() and tuned.group_key() != base.group_key()
+    assert '"opt_alpha":0.9' in canonical_json(tuned)
+    assert tuned.optimizer_options() == {"alpha": 0.9, "eps": 1e-7} and base.optimizer_options() == {}
+
+
+def test_constants_are_checked_against_the_optimizer():
+    with pytest.raises(ValueError, match="opt_alpha does not apply to optimizer 'adam'"):
+        RunSpec(MODEL, DATA, 0, optimizer="adam", opt_alpha=0.9)
+    with pytest.raises(ValueError, match="opt_eps does not apply to optimizer 'sgd'"):
+        RunSpec(MODEL, DATA, 0, optimizer="sgd", opt_eps=1e-7)
+    with pytest.raises(ValueError, match=r"opt_alpha must be a number in \(0, 1\)"):
+        RunSpec(MODEL, DATA, 0, optimizer="rmsprop", opt_alpha=1.5)
+    # figure 07's specs take the constants their optimiser has, and drop the others
+    data = npk_alignment.mnist_pair(4, 7, 40, 0)
+    kw = dict(depth=3, width=8, lr=1e-3, batch_size=8, epochs=1, probe_per_class=5, rmsprop_rho=0.9, opt_eps=1e-7)
+    rms = npk_alignment.alignment_specs(data, 784, [1], optimizer="rmsprop", **kw)["relu", 1]
+    adam = npk_alignment.alignment_specs(data, 784, [1], optimizer="adam", **kw)["relu", 1]
+    sgd = npk_alignment.alignment_specs(data, 784, [1], optimizer="sgd", **kw)["relu", 1]
+    assert (rms.opt_alpha, rms.opt_eps) == (0.9, 1e-7)
+    assert (adam.opt_alpha, adam.opt_eps) == (None, 1e-7) and (sgd.opt_alpha, sgd.opt_eps) == (None, None)
+
+
+def test_the_torch_optimiser_gets_the_constants():
+    p = [torch.nn.Parameter(torch.zeros(3))]
+    group = make_optimizer("rmsprop", p, 1e-3, alpha=0.9, eps=1e-7).param_groups[0]
+    assert (group["alpha"], group["eps"]) == (0.9, 1e-7)
+    default = make_optimizer("rmsprop", p, 1e-3).param_groups[0]
+    assert (default["alpha"], default["eps"]) == (0.99, 1e-8)
