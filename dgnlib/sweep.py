@@ -27,7 +27,7 @@ import numpy as np
 
 from . import data
 from .ensemble import train_ensemble
-from .runs import RunResult, RunSpec, RunStore, gate_weight_id
+from .runs import METRICS, RunResult, RunSpec, RunStore, gate_weight_id
 
 # At most this many runs train as one ensemble. On the CPU a run's step costs about the same from 4 to 25 runs per
 # group (bench/bench_sweep.py), so small groups lose nothing there and gain: an interrupted sweep loses at most one
@@ -173,6 +173,8 @@ def run_sweep(
         key = spec.key()
         if key not in store:
             return True
+        if store.get(key).status == "invalid":  # it would diverge again: an invalid run keeps no weights to wait for
+            return False
         epochs = need.get(key, (None, set()))[1] | set(spec.keep_weights)
         return not all(store.has_weights(key, e) for e in epochs)
 
@@ -184,6 +186,8 @@ def run_sweep(
     try:
         for phase in (first, second):
             tasks = []
+            if phase is second:
+                phase = _skip_invalid_sources(phase, store, bar)
             for group in group_specs(phase, max_runs):
                 weights = {}
                 for s in group:
@@ -203,6 +207,23 @@ def run_sweep(
         if result is None:
             raise RuntimeError(f"run {key} is missing from the store after the sweep")
         out[key] = result
+    return out
+
+
+def _skip_invalid_sources(specs: list[RunSpec], store: RunStore, bar: Progress) -> list[RunSpec]:
+    """Store every flnpf run whose relu source is invalid as invalid, untrained (no gates to copy), with the reason;
+    return the others."""
+    out = []
+    for s in specs:
+        source = store.get(s.gate_source.spec.key())
+        if source is None or source.status == "ok":
+            out.append(s)
+            continue
+        reason = (f"not trained: its gate source, relu run {s.gate_source.spec.key()[:12]}…, is invalid "
+                  f"({source.reason or 'non-finite values'})")
+        row = {m: (0 if m == "epoch" else float("nan")) for m in METRICS}  # one row, no numbers: nothing was measured
+        store.put(s.key(), RunResult(s.key(), s.describe(), "invalid", [row], reason=reason))
+        bar.runs_done(1, s.epochs)
     return out
 
 
