@@ -112,12 +112,12 @@ def sweep_history(specs: Mapping[tuple, RunSpec], results: Mapping, names: Seque
 
 
 def invalid_runs(history: pd.DataFrame, names: Sequence[str] = ("variant", "seed")) -> dict[str, str]:
-    """{"<label> seed <seed>": reason} for every run of `history` whose status is not ok (empty when all are)."""
+    """{"<first name's value> <name> <value> …": reason} (e.g. "flnpf stage 2 seed 7") for every run of `history` whose status is not ok (empty when all are)."""
     if "status" not in history or "reason" not in history:
         return {}
     bad = history[history["status"] != "ok"].drop_duplicates(list(names))
-    return {" ".join(f"{n} {row[n]}" if n == "seed" else str(row[n]) for n in names): str(row["reason"])
-            for _, row in bad.iterrows()}
+    return {" ".join([str(row[names[0]]), *(f"{n} {row[n]}" for n in names[1:] if not pd.isna(row[n]))]):
+            str(row["reason"]) for _, row in bad.iterrows()}
 
 
 def train_variants(
