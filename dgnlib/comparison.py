@@ -112,7 +112,8 @@ def sweep_history(specs: Mapping[tuple, RunSpec], results: Mapping, names: Seque
 
 
 def invalid_runs(history: pd.DataFrame, names: Sequence[str] = ("variant", "seed")) -> dict[str, str]:
-    """{"<first name's value> <name> <value> …": reason} (e.g. "flnpf stage 2 seed 7") for every run of `history` whose status is not ok (empty when all are)."""
+    """{"<first name's value> <name> <value> …": reason} (e.g. "flnpf stage 2 seed 7") for every run of `history`
+    whose status is not ok (empty when all are)."""
     if "status" not in history or "reason" not in history:
         return {}
     bad = history[history["status"] != "ok"].drop_duplicates(list(names))
