@@ -74,3 +74,11 @@ def table() -> pd.DataFrame:
                                                                               f.setting.items()),
              "verdict must be": " or ".join(f.allowed), "why": f.why} for f in SUITE]
     return pd.DataFrame(rows)
+
+
+def markdown() -> str:
+    """The suite as a Markdown table (what the front page shows)."""
+    frame = table()
+    cells = [[str(v).replace("|", "\\|") for v in row] for row in frame.itertuples(index=False)]
+    lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in cells])

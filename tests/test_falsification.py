@@ -42,3 +42,10 @@ def test_the_claim_does_not_come_out_held(entry, tmp_path, monkeypatch):
     assert failed == entry.fails_notebook
     record = json.loads((out / f"{entry.figure}.json").read_text())
     assert record["verdict"] in entry.allowed, (record["verdict"], [(p["name"], p["verdict"]) for p in record["parts"]])
+
+
+def test_the_front_page_lists_the_suite():
+    text = falsification.markdown()
+    assert text.count("\n") == len(falsification.SUITE) + 1 and "lr_adam = 1e-09" in text
+    page = (ROOT / "notebooks" / "00_index.ipynb").read_text()
+    assert "falsification.markdown()" in page
