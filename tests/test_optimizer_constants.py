@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from dgnlib import npk_alignment
+from dgnlib import comparison, npk_alignment
 from dgnlib.ensemble import make_optimizer
 from dgnlib.report import repo_root
 from dgnlib.runs import DataSpec, ModelSpec, RunSpec, RunStore, canonical_json
@@ -15,19 +15,26 @@ DATA = DataSpec("synthetic", n_train=60, n_test=20, shape=(4,), n_classes=2, val
 MODEL = ModelSpec("fc", d_in=4, width=8, depth=3, d_out=2)
 
 
-def test_committed_figure_07_runs_keep_their_keys():
-    # figure 07's published paper runs (PyTorch's RMSprop constants, 100 epochs), rebuilt by the library today: the
-    # keys must be those committed in runs/, or every stored run of the project would silently be orphaned
+def test_committed_runs_keep_their_keys():
+    # figure 06's published paper runs (Adam with PyTorch's constants), rebuilt by the library as its notebook does:
+    # the keys must be those committed in runs/, or every stored run of the project would silently be orphaned
     store = RunStore(repo_root() / "runs")
-    data = npk_alignment.mnist_pair(4, 7, 0, 0)
-    specs = npk_alignment.alignment_specs(data, 784, npk_alignment.run_seeds(0, 5), depth=6, width=100,
-                                          optimizer="rmsprop", lr=1e-4, batch_size=64, epochs=100,
-                                          probe_per_class=100)
+    mnist = comparison.image_data("mnist", 0, 0, 0.1, 0)
+    model = comparison.fc_model(784, 128, 6, 10, init="glorot", beta=4.0)
+    specs = comparison.variant_specs(model, mnist, ["frnpf-ii", "frnpf-di", "flnpf", "dnpfl", "relu", "linear"],
+                                     comparison.run_seeds(0, 5), optimizer="adam", lr=1e-4, batch_size=32,
+                                     epochs=100, loss="ce")
     stored = set(store.keys())
-    assert len(specs) == 10 and all(s.key() in stored for s in specs.values())
-    key = specs["relu", npk_alignment.run_seeds(0, 5)[0]].key()
+    assert len(specs) == 30 and all(s.key() in stored for s in specs.values())
+    key = specs["relu", comparison.run_seeds(0, 5)[0]].key()
     entry = json.loads((store.root / key[:2] / f"{key}.json").read_text())
     assert "opt_alpha" not in entry["spec"] and "opt_eps" not in entry["spec"]
+    # and figure 07's new runs, which set the constants, are stored under keys that include them
+    data = npk_alignment.mnist_pair(4, 7, 0, 0)
+    new = npk_alignment.alignment_specs(data, 784, npk_alignment.run_seeds(0, 5), depth=6, width=100,
+                                        optimizer="rmsprop", lr=1e-4, batch_size=64, epochs=50, probe_per_class=100,
+                                        rmsprop_rho=0.9, opt_eps=1e-7)
+    assert all(s.key() in stored for s in new.values())
 
 
 def test_constants_change_key_and_group_only_when_set():
