@@ -260,7 +260,8 @@ def _train(specs: list[RunSpec], gate_weights: Mapping[str, Mapping[str, np.ndar
                                          derive_seed(first.data.subset_seed, "probe"))
         probe = (torch.as_tensor(xp), torch.as_tensor(yp))
     evaluator = _Eval(net, ordered, splits, train_idx, val_idx, probe)
-    opt = make_optimizer(first.optimizer, net.trainable(), first.lr, **first.optimizer_options())
+    constants = {k: v for k, v in (("alpha", first.opt_alpha), ("eps", first.opt_eps)) if v is not None}
+    opt = make_optimizer(first.optimizer, net.trainable(), first.lr, **constants)  # None: torch's default
     gens = [torch.Generator().manual_seed(derive_seed(s.seed, "minibatch")) for s in ordered]
     active = [True] * net.R
     rows: list[list[dict]] = [[] for _ in ordered]

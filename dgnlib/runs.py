@@ -38,25 +38,21 @@ SCHEMA = 2  # bump when a change of the training code changes the numbers of an 
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
 LOSSES = ("ce", "mse")
 STATUSES = ("ok", "invalid")
-UNLESS_DEFAULT = "unless-default"  # field metadata: in the key only when it differs from its default
-# Optimiser constants a spec may set (None: PyTorch's default), per optimiser: RMSprop's smoothing constant alpha
-# (Keras calls it rho) and the epsilon of RMSprop and Adam.
-OPTIMIZER_CONSTANTS = {"adam": ("opt_eps",), "rmsprop": ("opt_alpha", "opt_eps"), "sgd": ()}
+UNLESS_DEFAULT = "unless-default"  # field metadata: in the key only when not at its default (old keys stay valid)
+OPTIMIZER_CONSTANTS = {"adam": ("opt_eps",), "rmsprop": ("opt_alpha", "opt_eps"), "sgd": ()}  # None: torch's default
 METRICS = ("epoch", "train_loss", "train_acc", "val_acc", "test_acc", "gates_changed")
 
 
-def _in_key(f: dataclasses.Field, value: Any) -> bool:
-    """Whether a field enters the canonical JSON: not with metadata key=False, and not at its default with
-    key="unless-default" (a field added later: specs that leave it at its default keep their old keys)."""
-    rule = f.metadata.get("key", True)
-    return rule is True or (rule == UNLESS_DEFAULT and value != f.default)
-
-
 def _canonical(obj: Any) -> Any:
-    """JSON-ready form of a spec: dataclasses as dicts of their key fields (see `_in_key`)."""
+    """JSON-ready form of a spec: dataclasses as dicts of their key fields (metadata key=False left out, and
+    key=UNLESS_DEFAULT at its default: a field added later leaves the keys of older specs as they were)."""
     if dataclasses.is_dataclass(obj):
-        values = {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
-        return {f.name: _canonical(values[f.name]) for f in dataclasses.fields(obj) if _in_key(f, values[f.name])}
+        out = {}
+        for f in dataclasses.fields(obj):
+            value, rule = getattr(obj, f.name), f.metadata.get("key", True)
+            if rule is True or (rule == UNLESS_DEFAULT and value != f.default):
+                out[f.name] = _canonical(value)
+        return out
     if isinstance(obj, (tuple, list)):
         return [_canonical(v) for v in obj]
     return obj
@@ -224,10 +220,6 @@ class RunSpec:
         if (self.opt_alpha, self.opt_eps) != (None, None):  # appended only when set: old group keys unchanged
             parts.append({"opt_alpha": self.opt_alpha, "opt_eps": self.opt_eps})
         return hashlib.sha256(canonical_json(parts).encode()).hexdigest()
-
-    def optimizer_options(self) -> dict[str, float]:
-        """Keyword arguments of the torch optimiser beyond lr: the constants this spec sets (alpha, eps)."""
-        return {name[4:]: value for name in ("opt_alpha", "opt_eps") if (value := getattr(self, name)) is not None}
 
     def init_seed(self) -> int:
         """The seed the model is built with (flnpf: its own stream, so its value network is not relu's init)."""
