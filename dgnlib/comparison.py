@@ -20,8 +20,10 @@ import pandas as pd
 
 from . import data as datamod
 from . import seeding, verdict
+from .memstore import MemoryStore
 from .models import DGN, VARIANTS, GatedNet
-from .runs import DataSpec, GateSource, MemoryStore, ModelSpec, RunSpec, RunStore
+from .premises import require_learnt
+from .runs import DataSpec, GateSource, ModelSpec, RunSpec, RunStore
 from .sweep import Executor, run_sweep
 
 ModelFactory = Callable[[str, int], GatedNet]
@@ -100,12 +102,24 @@ def variant_specs(
 
 
 def sweep_history(specs: Mapping[tuple, RunSpec], results: Mapping, names: Sequence[str]) -> pd.DataFrame:
-    """One DataFrame of every run's rows, with the columns `names` taken from each spec's label tuple."""
+    """One DataFrame of every run's rows, with the columns `names` taken from each spec's label tuple, `status`, and
+    (only when some run is invalid) `reason`, why it is (see `invalid_runs`)."""
     frames = []
     for label, spec in specs.items():
         result = results[spec.key()]
-        frames.append(result.history().assign(**dict(zip(names, label)), status=result.status))
+        frame = result.history().assign(**dict(zip(names, label)), status=result.status)
+        frames.append(frame if result.status == "ok" else frame.assign(reason=result.reason or "non-finite values"))
     return pd.concat(frames, ignore_index=True)
+
+
+def invalid_runs(history: pd.DataFrame, names: Sequence[str] = ("variant", "seed")) -> dict[str, str]:
+    """{"<first name's value> <name> <value> …": reason} (e.g. "flnpf stage 2 seed 7") for every run of `history`
+    whose status is not ok (empty when all are)."""
+    if "status" not in history or "reason" not in history:
+        return {}
+    bad = history[history["status"] != "ok"].drop_duplicates(list(names))
+    return {" ".join([str(row[names[0]]), *(f"{n} {row[n]}" for n in names[1:] if not pd.isna(row[n]))]):
+            str(row["reason"]) for _, row in bad.iterrows()}
 
 
 def train_variants(
@@ -146,10 +160,17 @@ def final_accuracy(history: pd.DataFrame) -> pd.DataFrame:
     """Per (variant, seed): best-epoch test accuracy, and the test accuracy at the epoch of best validation accuracy.
 
     "invalid" is True for a run whose status (when the history has one) is not "ok": a run stopped for non-finite
-    values, whose numbers must not decide anything.
+    values, whose numbers must not decide anything; a run with no trained epoch is invalid, with NaN numbers.
     """
     rows = []
-    for (variant, seed), run in history[history["epoch"] > 0].groupby(["variant", "seed"], sort=False):
+    for (variant, seed), whole in history.groupby(["variant", "seed"], sort=False):
+        invalid = bool("status" in whole and (whole["status"] != "ok").any())
+        run = whole[whole["epoch"] > 0]
+        if run.empty:  # never trained (e.g. flnpf whose relu source diverged): no numbers, and invalid
+            rows.append({"variant": variant, "seed": seed, "best_epoch_test_acc": float("nan"),
+                         "val_selected_test_acc": float("nan"), "val_selected_epoch": 0,
+                         "final_train_acc": float("nan"), "final_gates_changed": float("nan"), "invalid": True})
+            continue
         best_val = run.loc[run["val_acc"].idxmax()] if run["val_acc"].notna().any() else run.iloc[-1]
         rows.append(
             {
@@ -160,7 +181,7 @@ def final_accuracy(history: pd.DataFrame) -> pd.DataFrame:
                 "val_selected_epoch": int(best_val["epoch"]),
                 "final_train_acc": run["train_acc"].iloc[-1],
                 "final_gates_changed": run["gates_changed"].iloc[-1],
-                "invalid": bool("status" in run and (run["status"] != "ok").any()),
+                "invalid": invalid,
             }
         )
     return pd.DataFrame(rows)
@@ -184,12 +205,15 @@ def beats(
     metric: str = "val_selected_test_acc",
     key: str = "variant",
     level: float = 0.95,
+    chance: float | None = None,
 ) -> list[verdict.Part]:
     """One `verdict.paired` part per pair (b, w) of `better` × `worse`: b's `metric` exceeds w's, paired by seed.
 
     per_seed: `final_accuracy`'s rows (columns key, seed, metric, invalid). A pair is invalid when a run of either
     is. "Every b beats every w" is held when every part is held (an intersection-union test: each pair at `level`,
-    no multiplicity correction needed, since the claim needs all of them).
+    no multiplicity correction needed, since the claim needs all of them). chance (the accuracy of guessing, e.g.
+    0.1 for ten classes): a pair whose networks did not learn (`premises.require_learnt` on `metric`) is
+    inconclusive.
     """
     parts = []
     for b in better:
@@ -199,6 +223,10 @@ def beats(
                 raise ValueError(f"no runs of {b if a_runs.empty else w!r} in per_seed")
             seeds = [s for s in a_runs.index if s in b_runs.index]
             bad = [bool(a_runs.loc[s, "invalid"] or b_runs.loc[s, "invalid"]) for s in seeds]
-            parts.append(verdict.paired(a_runs.loc[seeds, metric].to_numpy(), b_runs.loc[seeds, metric].to_numpy(),
-                                        seeds, name=f"{b} > {w}", level=level, invalid=bad))
+            part = verdict.paired(a_runs.loc[seeds, metric].to_numpy(), b_runs.loc[seeds, metric].to_numpy(),
+                                  seeds, name=f"{b} > {w}", level=level, invalid=bad)
+            if chance is not None:
+                part = require_learnt(part, {v: dict(zip(map(str, seeds), runs.loc[seeds, metric]))
+                                             for v, runs in ((b, a_runs), (w, b_runs))}, chance)
+            parts.append(part)
     return parts

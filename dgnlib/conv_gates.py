@@ -172,7 +172,8 @@ def frozen_gate_dependence(
     store: RunStore,
 ) -> pd.DataFrame:
     """`gatestats.gate_dependence` of each frozen feature network (frnpf-ii, frnpf-di: at their initialisation;
-    flnpf: the final weights of the relu run it copies, read from the store), averaged over seeds.
+    flnpf: the final weights of the relu run it copies, read from the store; left out where that run is invalid),
+    averaged over seeds.
 
     One row per (architecture, variant, layer): units, always_on, always_off, on_fraction, input_share.
     """
@@ -185,6 +186,9 @@ def frozen_gate_dependence(
             if variant == "flnpf":
                 src = spec.gate_source
                 weights = store.weights(src.spec.key(), src.epoch)
+                source = store.get(src.spec.key())
+                if weights is None and source is not None and source.status == "invalid":
+                    continue  # the relu run diverged: no learnt gates to measure (its flnpf run is invalid too)
                 if weights is None:
                     raise RuntimeError(f"the relu run that flnpf copies ({src.spec.key()[:12]}…) has no stored "
                                        f"weights after epoch {src.epoch}: run the sweep first")

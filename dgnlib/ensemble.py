@@ -37,13 +37,14 @@ EVAL_CHUNK = 1024
 STEPS = ("auto", "dense", "reference")
 
 
-def make_optimizer(name: str, params: Sequence[nn.Parameter], lr: float) -> torch.optim.Optimizer:
-    """Adam / SGD / RMSprop over `params`, fused where this torch has a fused kernel for the device, else foreach."""
+def make_optimizer(name: str, params: Sequence[nn.Parameter], lr: float, **constants: float) -> torch.optim.Optimizer:
+    """Adam / SGD / RMSprop over `params` (`constants`: e.g. alpha, eps), fused where this torch has a fused kernel
+    for the device, else foreach."""
     cls = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD, "rmsprop": torch.optim.RMSprop}[name]
     try:
-        return cls(params, lr=lr, fused=True)
+        return cls(params, lr=lr, fused=True, **constants)
     except (RuntimeError, TypeError, ValueError):  # no fused kernel for this optimiser or device
-        return cls(params, lr=lr, foreach=True)
+        return cls(params, lr=lr, foreach=True, **constants)
 
 
 def per_run_loss(name: str, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -269,7 +270,8 @@ def _train(specs: list[RunSpec], gate_weights: Mapping[str, Mapping[str, np.ndar
                                          derive_seed(first.data.subset_seed, "probe"))
         probe = (torch.as_tensor(xp), torch.as_tensor(yp))
     evaluator = _Eval(net, ordered, splits, train_idx, val_idx, probe)
-    opt = make_optimizer(first.optimizer, net.trainable(), first.lr)
+    constants = {k: v for k, v in (("alpha", first.opt_alpha), ("eps", first.opt_eps)) if v is not None}
+    opt = make_optimizer(first.optimizer, net.trainable(), first.lr, **constants)  # None: torch's default
     fast = None
     if step != "reference" and dense.supports(net) and x_pool.dim() == 2:
         table = dense.gate_table(net, x_pool, first.batch_size) if step == "auto" else None

@@ -16,8 +16,9 @@ from collections.abc import Mapping, Sequence
 import pandas as pd
 
 from .comparison import ModelFactory, data_spec, final_accuracy, for_variant, model_spec, sweep_history
+from .memstore import MemoryStore
 from .models import GatedNet
-from .runs import DataSpec, GateSource, MemoryStore, ModelSpec, RunSpec, RunStore
+from .runs import DataSpec, GateSource, ModelSpec, RunSpec, RunStore
 from .seeding import derive_seed
 from .sweep import Executor, run_sweep
 from .train import fit

@@ -18,7 +18,8 @@ import pandas as pd
 
 from . import seeding
 from .comparison import sweep_history, variant_specs
-from .runs import DataSpec, ModelSpec, RunResult, RunSpec, RunStore
+from .premises import require_learnt
+from .runs import OPTIMIZER_CONSTANTS, DataSpec, ModelSpec, RunResult, RunSpec, RunStore
 from .sweep import Executor, run_sweep
 from .threads import single_thread
 from .verdict import Check, Part, paired
@@ -54,14 +55,22 @@ def alignment_specs(
     epochs: int,
     probe_per_class: int,
     init: str = "bernoulli",
+    rmsprop_rho: float | None = None,
+    opt_eps: float | None = None,
 ) -> dict[tuple[str, int], RunSpec]:
     """{(variant, seed): RunSpec} for relu and frnpf-ii: bias-free FC DGN (init "bernoulli": weights ±√(2/w)), one
-    output, squared loss, ν logged on a probe of `probe_per_class` examples per class."""
+    output, squared loss, ν logged on a probe of `probe_per_class` examples per class.
+
+    rmsprop_rho (RMSprop's smoothing constant, PyTorch's alpha) and opt_eps (RMSprop's and Adam's epsilon) are used
+    where `optimizer` has them, and ignored otherwise; None keeps PyTorch's default.
+    """
     if probe_per_class < 1:
         raise ValueError(f"probe_per_class must be at least 1 (ν needs a probe), got {probe_per_class!r}")
     model = ModelSpec("fc", bias=False, init=init, d_in=d_in, width=width, depth=depth, d_out=1)
+    constants = {name: value for name, value in (("opt_alpha", rmsprop_rho), ("opt_eps", opt_eps))
+                 if name in OPTIMIZER_CONSTANTS[optimizer]}
     return variant_specs(model, data, VARIANTS, seeds, optimizer=optimizer, lr=lr, batch_size=batch_size,
-                         epochs=epochs, loss="mse", probe_per_class=probe_per_class)
+                         epochs=epochs, loss="mse", probe_per_class=probe_per_class, **constants)
 
 
 def history_of(specs: Mapping[tuple[str, int], RunSpec], results: Mapping[str, RunResult]) -> pd.DataFrame:
@@ -128,13 +137,16 @@ def fixed_gate_checks(history: pd.DataFrame, nu_rtol: float = NU_RTOL) -> list[C
 
 
 def decide_alignment(
-    history: pd.DataFrame, *, level: float = 0.95, min_seeds: int = 3, nu_rtol: float = NU_RTOL
+    history: pd.DataFrame, *, level: float = 0.95, min_seeds: int = 3, nu_rtol: float = NU_RTOL, chance: float = 0.5
 ) -> tuple[list[Part], list[Check], pd.DataFrame]:
     """Figure 07's claim parts over seeds, its identity checks, and the per-seed table (`per_seed`).
 
     Parts (t intervals over seeds, `verdict.paired`; a seed with an invalid run makes a part invalid):
     - relu's NPK aligns: mean over seeds of log(ν_T/ν_0) < 0 (ν_T against ν_0 of the same run);
-    - relu's gates adapt beyond frnpf-ii's: gates changed at the end, relu − frnpf-ii > 0, paired by seed.
+    - relu's gates adapt beyond frnpf-ii's: gates changed at the end, relu − frnpf-ii > 0, paired by seed; it
+      presumes that relu learnt (`premises.require_learnt`: final test accuracy of every relu run at least halfway
+      from `chance` to 100 %), else it is inconclusive (gates that hardly moved in an untrained network are no
+      evidence either way).
     Checks: `fixed_gate_checks` (frnpf-ii's gates and ν do not move: identities, not evidence).
     """
     table = per_seed(history)
@@ -146,4 +158,5 @@ def decide_alignment(
     gates = paired(table["relu_gates_changed_T"].to_numpy(float), table["frnpf_ii_gates_changed_T"].to_numpy(float),
                    name="relu's gates change more than frnpf-ii's", side="greater", **kw)
     gates = dataclasses.replace(gates, statistic="mean over seeds of gates changed at the end, relu − frnpf-ii")
+    gates = require_learnt(gates, {"relu": dict(zip(map(str, seeds), table["relu_test_acc_T"]))}, chance)
     return [nu, gates], fixed_gate_checks(history, nu_rtol), table

@@ -40,15 +40,21 @@ SCHEMA = 2  # bump when a change of the training code changes the numbers of an 
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
 LOSSES = ("ce", "mse")
 STATUSES = ("ok", "invalid")
+UNLESS_DEFAULT = "unless-default"  # field metadata: in the key only when not at its default (old keys stay valid)
+OPTIMIZER_CONSTANTS = {"adam": ("opt_eps",), "rmsprop": ("opt_alpha", "opt_eps"), "sgd": ()}  # None: torch's default
 METRICS = ("epoch", "train_loss", "train_acc", "val_acc", "test_acc", "gates_changed")
 
 
 def _canonical(obj: Any) -> Any:
-    """JSON-ready form of a spec: dataclasses as dicts of their key fields (those with metadata key=False left out)."""
+    """JSON-ready form of a spec: dataclasses as dicts of their key fields (metadata key=False left out, and
+    key=UNLESS_DEFAULT at its default: a field added later leaves the keys of older specs as they were)."""
     if dataclasses.is_dataclass(obj):
-        return {
-            f.name: _canonical(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.metadata.get("key", True)
-        }
+        out = {}
+        for f in dataclasses.fields(obj):
+            value, rule = getattr(obj, f.name), f.metadata.get("key", True)
+            if rule is True or (rule == UNLESS_DEFAULT and value != f.default):
+                out[f.name] = _canonical(value)
+        return out
     if isinstance(obj, (tuple, list)):
         return [_canonical(v) for v in obj]
     return obj
@@ -171,10 +177,17 @@ class RunSpec:
     gate_source: GateSource | None = None
     probe_per_class: int = 0
     keep_weights: tuple[int, ...] = field(default=(), metadata={"key": False})
+    opt_alpha: float | None = field(default=None, metadata={"key": UNLESS_DEFAULT})
+    opt_eps: float | None = field(default=None, metadata={"key": UNLESS_DEFAULT})
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {self.optimizer!r}: expected one of {', '.join(OPTIMIZERS)}")
+        for name, value, high in (("opt_alpha", self.opt_alpha, 1.0), ("opt_eps", self.opt_eps, math.inf)):
+            if value is not None and name not in OPTIMIZER_CONSTANTS[self.optimizer]:
+                raise ValueError(f"{name} does not apply to optimizer {self.optimizer!r}: leave it None")
+            if value is not None and not (type(value) in (int, float) and 0 < value < high):
+                raise ValueError(f"{name} must be a number in (0, {high:g}), got {value!r}")
         if self.loss not in LOSSES:
             raise ValueError(f"unknown loss {self.loss!r}: expected one of {', '.join(LOSSES)}")
         for name, value, least in (("batch_size", self.batch_size, 1), ("epochs", self.epochs, 0),
@@ -206,6 +219,8 @@ class RunSpec:
         shared = self.model.replace(variant="relu", beta=1.0, eps=0.0)
         parts = [shared, self.data, self.optimizer, self.lr, self.batch_size, self.epochs, self.loss,
                  self.probe_per_class]
+        if (self.opt_alpha, self.opt_eps) != (None, None):  # appended only when set: old group keys unchanged
+            parts.append({"opt_alpha": self.opt_alpha, "opt_eps": self.opt_eps})
         return hashlib.sha256(canonical_json(parts).encode()).hexdigest()
 
     def init_seed(self) -> int:
@@ -345,47 +360,6 @@ class RunStore:
     def keys(self) -> list[str]:
         """Keys of every stored run (a hidden file is a write in flight, not an entry)."""
         return sorted(p.stem for p in self.root.glob("??/*.json") if not p.name.startswith("."))
-
-class MemoryStore(RunStore):
-    """A run store in memory (nothing persists): what experiments use when no store is given."""
-
-    def __init__(self) -> None:
-        self.root = Path("<memory>")
-        self.read_only = False
-        self._runs: dict[str, RunResult] = {}
-        self._weights: dict[tuple[str, int], dict[str, np.ndarray]] = {}
-
-    def __repr__(self) -> str:
-        return f"MemoryStore({len(self._runs)} runs)"
-
-    def get(self, key: str) -> RunResult | None:
-        """The stored result of run `key`, or None."""
-        return self._runs.get(key)
-
-    def __contains__(self, key: str) -> bool:
-        return key in self._runs
-
-    def put(self, key: str, result: RunResult) -> None:
-        """Keep a finished run (and its kept weights)."""
-        for epoch, state in result.weights.items():
-            self.put_weights(key, epoch, state)
-        self._runs[key] = RunResult.from_json(result.to_json())
-
-    def put_weights(self, key: str, epoch: int, state: dict[str, np.ndarray]) -> None:
-        """Keep one epoch's weights of run `key`."""
-        self._weights[key, int(epoch)] = {k: np.array(v) for k, v in state.items()}
-
-    def weights(self, key: str, epoch: int) -> dict[str, np.ndarray] | None:
-        """Run `key`'s weights after `epoch`, or None."""
-        return self._weights.get((key, int(epoch)))
-
-    def has_weights(self, key: str, epoch: int) -> bool:
-        """True when run `key`'s weights after `epoch` are kept."""
-        return (key, int(epoch)) in self._weights
-
-    def keys(self) -> list[str]:
-        """Keys of every kept run."""
-        return sorted(self._runs)
 
 
 def default_store(profile: str) -> RunStore:

@@ -105,7 +105,8 @@ SCHEMAS: dict[str, Schema] = {
     "07_npk_alignment": Schema(
         {**COMMON, "neg_class": Int(min=0, max=9), "pos_class": Int(min=0, max=9), "n_train": Int(min=0),
          "probe_per_class": Int(min=1), "depth": Int(min=2), "width": Int(min=1), "optimizer": Choice(*OPTIMIZERS),
-         "lr": POSITIVE, "batch_size": Int(min=1), "epochs": Int(min=1), "n_seeds": Int(min=1), "device": DEVICE},
+         "lr": POSITIVE, "rmsprop_rho": FRACTION, "opt_eps": POSITIVE, "batch_size": Int(min=1),
+         "epochs": Int(min=1), "n_seeds": Int(min=1), "device": DEVICE},
         [Rule(("neg_class", "pos_class"), "neg_class and pos_class must be two different digits",
               lambda v: v["neg_class"] != v["pos_class"]),
          Rule(("n_train", "probe_per_class"), "n_train must be 0 (all) or even and at least 2 * probe_per_class",

@@ -30,7 +30,7 @@ import numpy as np
 from . import data
 from .ensemble import train_ensemble
 from .runcheck import StoreError
-from .runs import RunResult, RunSpec, RunStore, gate_weight_id
+from .runs import METRICS, RunResult, RunSpec, RunStore, gate_weight_id
 
 # At most this many runs train as one ensemble. On the CPU a run's step costs about the same from 4 to 25 runs per
 # group (bench/bench_sweep.py), so small groups lose nothing there and gain: an interrupted sweep loses at most one
@@ -210,8 +210,11 @@ def run_sweep(
 
     def pending(spec: RunSpec) -> bool:
         key = spec.key()
-        if store.get(key) is None:  # reads and checks the entry: a corrupt one raises CorruptEntry, never retrains
+        stored = store.get(key)  # reads and checks the entry: a corrupt one raises CorruptEntry, never retrains
+        if stored is None:
             return True
+        if stored.status == "invalid":  # it would diverge again: an invalid run keeps no weights to wait for
+            return False
         epochs = need.get(key, (None, set()))[1] | set(spec.keep_weights)
         return not all(store.has_weights(key, e) for e in epochs)
 
@@ -228,6 +231,8 @@ def run_sweep(
     try:
         for phase in (first, second):
             tasks = []
+            if phase is second:
+                phase = _skip_invalid_sources(phase, store, bar)
             for group in group_specs(phase, max_runs):
                 weights = {}
                 for s in group:
@@ -247,6 +252,23 @@ def run_sweep(
         if result is None:
             raise RuntimeError(f"run {key} is missing from the store after the sweep")
         out[key] = result
+    return out
+
+
+def _skip_invalid_sources(specs: list[RunSpec], store: RunStore, bar: Progress) -> list[RunSpec]:
+    """Store every flnpf run whose relu source is invalid as invalid, untrained (no gates to copy), with the reason;
+    return the others."""
+    out = []
+    for s in specs:
+        source = store.get(s.gate_source.spec.key())
+        if source is None or source.status == "ok":
+            out.append(s)
+            continue
+        reason = (f"not trained: its gate source, relu run {s.gate_source.spec.key()[:12]}…, is invalid "
+                  f"({source.reason or 'non-finite values'})")
+        row = {m: (0 if m == "epoch" else float("nan")) for m in METRICS}  # one row, no numbers: nothing was measured
+        store.put(s.key(), RunResult(s.key(), s.describe(), "invalid", [row], reason=reason))
+        bar.runs_done(1, s.epochs)
     return out
 
 

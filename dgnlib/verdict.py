@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .stats import spearman, t_interval
+from .stats import mean_spearman_null, spearman, t_interval
 
 VERDICTS = ("held", "not held", "inconclusive", "invalid")
 CHECK_KINDS = ("identity", "sanity")
@@ -164,10 +164,13 @@ def _seed_part(
     detail: str,
     numbers: dict,
     bounds: tuple[float, float] = (-math.inf, math.inf),
+    null: tuple[float, float, float, float, float] | None = None,
 ) -> Part:
     """The common path of every part: invalid runs, non-finite values, too few seeds, then the interval's verdict.
 
     `bounds`: the range the statistic cannot leave (Spearman ρ: [−1, 1]); the interval is clipped to it.
+    `null` (method "permutation"): the observed statistic, the upper and lower critical values of its null
+    distribution, and the one-sided p-values (greater, less).
     """
     n = int(values.size)
     per_seed = {str(k): float(v) for k, v in zip(keys, values)}
@@ -186,12 +189,17 @@ def _seed_part(
                     f"{n} seed(s): at least {min_seeds} are needed to decide", numbers)
     if method == "t":
         est, lo, hi = t_interval(values, level)
+    elif method == "permutation":
+        est, upper, lower, p_greater, p_less = null
+        lo, hi = est - upper, est - lower  # lo > 0 exactly when est exceeds the null's upper critical value
+        numbers = {**numbers, "null_draws": n_boot, "p_value": p_greater if numbers.get("side") == "greater"
+                   else p_less}
     elif method == "bootstrap":
         rng = np.random.default_rng(seed)
         boots = values[rng.integers(0, n, (n_boot, n))].mean(axis=1)
         est, (lo, hi) = float(values.mean()), np.quantile(boots, [(1 - level) / 2, (1 + level) / 2])
     else:
-        raise ValueError(f"unknown method {method!r}: expected 't' or 'bootstrap'")
+        raise ValueError(f"unknown method {method!r}: expected 't', 'bootstrap' or 'permutation'")
     lo, hi = max(float(lo), bounds[0]), min(float(hi), bounds[1])
     verdict = decide(lo, hi)
     detail = f"{detail}; estimate {est:+.3g}, {100 * level:.4g} % interval [{lo:+.3g}, {hi:+.3g}] over {n} seeds"
@@ -242,13 +250,19 @@ def trend(
     min_seeds: int = 3,
     level: float = 0.95,
     invalid: bool | Sequence[bool] = False,
+    draws: int = 9999,
+    seed: int = 0,
 ) -> Part:
     """Claim "values rise (side="greater") or fall ("less") with levels": per seed, Spearman ρ of values vs levels.
 
     values: one row per seed (seeds × levels); levels: one ordered factor shared by every seed, or one row per seed
-    (e.g. each seed's condition numbers). The part's statistic is the mean over seeds of the per-seed ρ (a seed
-    whose values or levels are all equal counts as ρ = 0) and its interval a Student t interval over seeds, so when
-    values do not depend on levels the part is held about (1 − level)/2 of the time.
+    (e.g. each seed's condition numbers). The statistic is the mean over seeds of the per-seed ρ (a seed whose
+    values or levels are all equal counts as ρ = 0). Its interval is a permutation interval: the statistic minus the
+    (1 ± level)/2 quantiles of its null distribution (each seed's values permuted independently, `draws` Monte
+    Carlo draws seeded by `seed`), so that it excludes 0 on the claimed side exactly when the one-sided
+    permutation test rejects at (1 − level)/2. With no trend at all, the part is held at most (1 − level)/2 of the
+    time, whatever the number of seeds and levels, and a zero-width interval cannot arise (a Student t interval
+    over three seeds with ρ = 1 had width 0 and was held far more often than its nominal rate).
     """
     _check_common(side, min_seeds, level)
     v = np.asarray(values, dtype=float)
@@ -261,14 +275,24 @@ def trend(
     keys = list(range(v.shape[0])) if seeds is None else list(seeds)
     if len(keys) != v.shape[0]:
         raise ValueError(f"got {len(keys)} seeds for {v.shape[0]} rows of values")
+    critical = math.floor((1 - level) / 2 * (draws + 1))  # the rank of the null draw that bounds the interval
+    if isinstance(draws, bool) or not isinstance(draws, int) or critical < 1:
+        raise ValueError(f"draws must be an integer of at least {math.ceil(2 / (1 - level)) - 1} at level {level}, "
+                         f"got {draws!r}")
     finite = np.isfinite(v).all(axis=1) & np.isfinite(lv).all(axis=1)
     rho = np.array([spearman(lv[i], v[i]) if finite[i] else float("nan") for i in range(v.shape[0])])
     rho = np.where(finite & np.isnan(rho), 0.0, rho)  # a constant row: no trend
+    null = None
+    if finite.all() and v.shape[0] >= 2:
+        observed, null = mean_spearman_null(lv, v, draws, seed)
+        null = np.sort(null)
+        null = (observed, float(null[-critical]), float(null[critical - 1]),
+                (1 + int(np.sum(null >= observed))) / (draws + 1), (1 + int(np.sum(null <= observed))) / (draws + 1))
     return _seed_part(
         name, rho, keys, _flags(invalid, rho.size), statistic="mean over seeds of Spearman ρ(levels, values)",
-        decide=lambda lo, hi: _interval_verdict(lo, hi, side), min_seeds=min_seeds, level=level, method="t",
-        n_boot=0, seed=0, detail=f"claimed side: ρ {'>' if side == 'greater' else '<'} 0", numbers={"side": side},
-        bounds=(-1.0, 1.0),
+        decide=lambda lo, hi: _interval_verdict(lo, hi, side), min_seeds=min_seeds, level=level,
+        method="permutation", n_boot=draws, seed=seed, null=null,
+        detail=f"claimed side: ρ {'>' if side == 'greater' else '<'} 0", numbers={"side": side}, bounds=(-1.0, 1.0),
     )
 
 

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from dgnlib import data, npk_alignment
-from dgnlib.runs import MemoryStore, RunResult
+from dgnlib.memstore import MemoryStore
+from dgnlib.runs import RunResult
 from dgnlib.verdict import combine
 
 

@@ -12,7 +12,8 @@ import psutil
 import pytest
 
 from dgnlib import pool
-from dgnlib.runs import DataSpec, MemoryStore, ModelSpec, RunSpec
+from dgnlib.memstore import MemoryStore
+from dgnlib.runs import DataSpec, ModelSpec, RunSpec
 from dgnlib.sweep import MAX_GROUP_RUNS, group_specs, run_sweep
 
 DATA = DataSpec("synthetic", n_train=200, n_test=40, shape=(12,), n_classes=3, val_fraction=0.1)

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dgnlib.runs import DataSpec, GateSource, MemoryStore, ModelSpec, RunResult, RunSpec, RunStore, default_store
+from dgnlib.memstore import MemoryStore
+from dgnlib.runs import DataSpec, GateSource, ModelSpec, RunResult, RunSpec, RunStore, default_store
 from dgnlib.sweep import group_specs, run_sweep
 
 DATA = DataSpec("synthetic", n_train=60, n_test=20, shape=(4,), n_classes=2, val_fraction=0.1)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from dgnlib import runs, soft_gating
+from dgnlib import memstore, soft_gating
 from dgnlib.runs import DataSpec, ModelSpec
 
 BETAS = [1.0, 2.0, 4.0, 8.0, 16.0]
@@ -76,7 +76,7 @@ def test_soft_patterns_and_initial_layer1_gates():
 def test_a_tiny_sweep_gives_one_row_per_setting_and_seed():
     model = ModelSpec("fc", init="glorot", d_in=6, width=8, depth=3, d_out=3)
     data = DataSpec("synthetic", n_train=60, n_test=30, shape=(6,), n_classes=3)
-    store = runs.MemoryStore()
+    store = memstore.MemoryStore()
     seeds = soft_gating.run_seeds(0, 3)
     history, per = soft_gating.soft_gating_sweep(model, data, [1.0, 4.0, 16.0], seeds, store=store, progress=False,
                                                epochs=2, lr=1e-2)
