@@ -31,7 +31,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(VENV)/bin/python || python3 -m venv $(VENV)
 	$(if $(filter cpu,$(TORCH)),$(PIP) --index-url $(TORCH_CPU_INDEX) torch,)
 	$(PIP) $(FIND_LINKS) -e '.[test,dev,book,lab]'
-	if git rev-parse --git-dir >/dev/null 2>&1; then $(VENV)/bin/pre-commit install >/dev/null; fi
+	if git rev-parse --git-dir >/dev/null 2>&1; then $(VENV)/bin/pre-commit install >/dev/null || echo "note: pre-commit hooks not installed (run .venv/bin/pre-commit install)"; fi
 	touch $@
 
 figures: $(SETUP)

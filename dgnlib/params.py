@@ -163,7 +163,8 @@ def resolve_out_dir(out_dir: str, profile: str, root: Path | None = None) -> Pat
     The tracked `figures/` holds the published run only: only `dgn reproduce` moves files there, so an `out_dir`
     inside it is refused.
     """
-    root = root or _repo_root()
+    # a kernel of the runner resolves from the checkout it runs (DGN_ROOT), which need not be this package's own
+    root = root or (Path(os.environ["DGN_ROOT"]) if os.environ.get("DGN_ROOT") else _repo_root())
     path = (root / "build" / "figures" / profile) if not out_dir else Path(out_dir)
     path = (path if path.is_absolute() else root / path).resolve()
     tracked = (root / "figures").resolve()

@@ -346,7 +346,7 @@ def _reproduce(layout: Layout, profile: str, only: str | None, sets: Sequence[st
     except BaseException:
         lock.release()
         raise
-    env = {params.RUNNER_ENV: run.id, "DGN_RUN_STORE": layout.rel(plan.destination.runs),
+    env = {params.RUNNER_ENV: run.id, "DGN_RUN_STORE": layout.rel(plan.destination.runs), "DGN_ROOT": str(layout.root),
            "JUPYTER_RUNTIME_DIR": str(run.tmp / "runtime"), "DGN_WIDGETS": "static",
            **({"DGN_SCHEDULER": scheduler} if scheduler else {}), "DGN_WORKERS": str(workers),
            "PYTHONPATH": os.pathsep.join([str(layout.root), *filter(None, [os.environ.get("PYTHONPATH")])])}
