@@ -3,7 +3,7 @@
 30 runs (6 variants × 5 seeds), FC d=6, w=128, batch 32, Adam, synthetic 784-dim inputs and 10 classes, a fixed
 number of optimiser steps per run, trained twice: as the sweep engine trains them (ensembles of at most
 `sweep.MAX_GROUP_RUNS` runs, each a `StackedDGN` with one fused optimiser on one thread, `--threads` of them side by
-side in worker processes, `dgnlib.pool`), and one run after another in this process as `train.fit` trains them, on
+side in worker processes, `dgnlib.engine.pool`), and one run after another in this process as `train.fit` trains them, on
 `--threads` threads. Beside them, single-precision GEMM throughput (2048×2048 matmul) with the same threads. Useful
 FLOPs only: 6 × batch × Σ fan_in·fan_out per step per run for the value network, plus the same for the feature
 network where it is trained (dnpfl). The ensemble's time is the wall clock from a common start to the last worker's
@@ -24,11 +24,12 @@ import time
 
 import torch
 
-from dgnlib.ensemble import make_optimizer, per_run_loss
-from dgnlib.models import DGN, VARIANTS
-from dgnlib.pool import LocalExecutor
-from dgnlib.stacked import StackedDGN
-from dgnlib.sweep import MAX_GROUP_RUNS
+from dgnlib.core.models import DGN
+from dgnlib.engine.ensemble import make_optimizer, per_run_loss
+from dgnlib.engine.pool import LocalExecutor
+from dgnlib.engine.stacked import StackedDGN
+from dgnlib.engine.sweep import MAX_GROUP_RUNS
+from dgnlib.names import VARIANTS
 
 D_IN, WIDTH, DEPTH, CLASSES, BATCH = 784, 128, 6, 10, 32
 SIZES = [D_IN] + [WIDTH] * (DEPTH - 1) + [CLASSES]

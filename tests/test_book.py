@@ -9,8 +9,9 @@ import nbformat
 import pytest
 import yaml
 
-from dgnlib import render
-from dgnlib.report import repo_root
+from dgnlib import names
+from dgnlib.companion import render
+from dgnlib.names import repo_root
 
 ROOT = repo_root()
 BUILT = ("01_dgn_paths", "03_depth_spectrum")  # 02 is left out on purpose: a partial set
@@ -85,7 +86,7 @@ def test_display_math_stands_in_its_own_paragraph(path):
 
 
 def test_render_without_executed_notebooks_says_where_to_look(tmp_path, capsys):
-    assert render.render(ROOT, source=tmp_path) == render.EXIT_BAD_INPUT
+    assert render.render(ROOT, source=tmp_path) == names.EXIT_BAD_INPUT
     assert "nothing to render" in capsys.readouterr().err
 
 
@@ -104,7 +105,7 @@ def book(tmp_path_factory):
         papermill.execute_notebook(str(ROOT / "notebooks" / f"{stem}.ipynb"), str(executed / f"{stem}.ipynb"),
                                    parameters=params, kernel_name="python3", progress_bar=False, cwd=str(ROOT))
     dest = work / "html"
-    assert render.render(ROOT, dest=dest, source=executed) == render.EXIT_OK
+    assert render.render(ROOT, dest=dest, source=executed) == names.EXIT_OK
     return {"html": dest, "work": work}
 
 

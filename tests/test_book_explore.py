@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from dgnlib import explore, theory
-from dgnlib.report import repo_root
+from dgnlib.core import theory
+from dgnlib.experiments import explore
+from dgnlib.names import repo_root
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

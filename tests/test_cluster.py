@@ -1,4 +1,4 @@
-"""dgnlib.cluster on a real LocalCluster (2 worker processes, loopback): same bits as in-process, worker checks,
+"""dgnlib.engine.cluster on a real LocalCluster (2 worker processes, loopback): same bits as in-process, worker checks,
 a killed worker, Ctrl-C, a wrong address. The cluster-free checks come first."""
 
 from __future__ import annotations
@@ -18,7 +18,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from dgnlib import cluster, data, seeding
+from dgnlib import seeding
+from dgnlib.data import files
+from dgnlib.engine import cluster
 
 distributed = pytest.importorskip("distributed")
 cloudpickle = pytest.importorskip("cloudpickle")
@@ -263,7 +265,7 @@ def test_check_data_names_the_worker_and_the_corrupt_file(executor, local_cluste
             executor.check_data(["mnist"])
     finally:
         executor.client.run(_setenv, old[worker], workers=[worker])
-    if data.available("mnist"):  # the real files, where this machine has them: every worker verifies them
+    if files.available("mnist"):  # the real files, where this machine has them: every worker verifies them
         executor.check_data(["mnist"])
 
 
@@ -287,9 +289,9 @@ def test_ctrl_c_cancels_the_outstanding_tasks(executor, tmp_path: Path) -> None:
 
 def _smoke_specs() -> list:
     """A small sweep of every kind of run: relu, fixed random gates, soft gates, and flnpf after its relu."""
-    sweep_runs = pytest.importorskip("dgnlib.runs")
-    pytest.importorskip("dgnlib.sweep")
-    from dgnlib.comparison import variant_specs
+    sweep_runs = pytest.importorskip("dgnlib.engine.runs")
+    pytest.importorskip("dgnlib.engine.sweep")
+    from dgnlib.experiments.comparison import variant_specs
 
     model = sweep_runs.ModelSpec("fc", d_in=20, width=16, depth=3, d_out=4)
     data_spec = sweep_runs.DataSpec("synthetic", n_train=100, n_test=40, shape=(20,), n_classes=4)
@@ -318,8 +320,8 @@ def _weights(root: Path) -> dict[str, bytes]:
 def local_sweep(tmp_path_factory) -> Path:
     """The smoke sweep run in this process: the reference store."""
     specs = _smoke_specs()  # skips when the sweep engine is not there
-    from dgnlib.runs import RunStore
-    from dgnlib.sweep import run_sweep
+    from dgnlib.engine.runs import RunStore
+    from dgnlib.engine.sweep import run_sweep
 
     root = tmp_path_factory.mktemp("local-store")
     run_sweep(specs, RunStore(root), progress=False, max_runs=2)
@@ -328,8 +330,8 @@ def local_sweep(tmp_path_factory) -> Path:
 
 def test_a_sweep_on_the_cluster_stores_the_same_entries_as_in_process(executor, local_sweep, tmp_path) -> None:
     """The engine's groups on the workers, one worker killed while busy: every entry as in-process, bit for bit."""
-    from dgnlib.runs import RunStore
-    from dgnlib.sweep import run_sweep
+    from dgnlib.engine.runs import RunStore
+    from dgnlib.engine.sweep import run_sweep
 
     pids = executor.client.run(os.getpid)
     killed = []

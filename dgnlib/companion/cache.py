@@ -2,7 +2,7 @@
 
 The key is made of the effective parameters, the notebook's code cells, the `*.py` sources of the science modules
 of the checkout the kernel imports (`companion/` excluded: tooling), the versions of the main packages, and the
-data hashes (read as data from `dgnlib/data_hashes.py`, without importing torch).
+data hashes (read as data from `dgnlib/data/hashes.py`, without importing torch).
 """
 
 from __future__ import annotations

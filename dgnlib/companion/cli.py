@@ -8,7 +8,8 @@ from collections.abc import Sequence
 
 from dgnlib import __version__
 from dgnlib.companion.fsio import Interrupted, signals_raise
-from dgnlib.companion.layout import EXIT_BAD_INPUT, InputError, Layout
+from dgnlib.companion.layout import InputError, Layout
+from dgnlib.names import EXIT_BAD_INPUT
 
 EPILOG = """exit status: 0 ok, 1 a notebook failed, 2 bad input (profile, parameter, --only, a corrupt manifest, another
 run holding the checkout), 130 interrupted (SIGINT), 143 terminated (SIGTERM).
@@ -92,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 from dgnlib.companion.reproduce import prepare
 
                 return prepare(layout, args.profile, args.dest, args.only, args.sets)
-            from dgnlib.render import render
+            from dgnlib.companion.render import render
 
             return render(layout, args.profile, args.dest, source=args.source)
     except InputError as exc:

@@ -6,9 +6,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_BAD_INPUT = 2
 PUBLISHED_PROFILE = "paper"  # the profile whose runs are published (committed) without --publish
 INDEX_ID = "00"  # the front page: it lists the other figures, so it runs last and is never served from the cache
 

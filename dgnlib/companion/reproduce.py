@@ -26,9 +26,10 @@ from dgnlib.companion.fsio import (
     signals_call,
     signals_raise,
 )
-from dgnlib.companion.layout import EXIT_FAILED, EXIT_OK, INDEX_ID, InputError, Layout
+from dgnlib.companion.layout import INDEX_ID, InputError, Layout
 from dgnlib.companion.manifest import Manifest, Staged, commit, recover, restore_entry, stage_outputs
 from dgnlib.companion.plan import Plan, Task, make_plan
+from dgnlib.names import EXIT_FAILED, EXIT_OK
 
 
 def log(message: str) -> None:
@@ -219,7 +220,7 @@ def reproduce(layout: Layout, profile: str, only: str | None = None, sets: Seque
 
     `scheduler` (or the environment variable DGN_SCHEDULER): the address of a Dask scheduler that trains the sweeps'
     ensemble groups; it is checked before anything runs, and Dask is imported only when one is given.
-    `workers` (or DGN_WORKERS): processes training the groups of a sweep side by side here (`dgnlib.pool`); by
+    `workers` (or DGN_WORKERS): processes training the groups of a sweep side by side here (`dgnlib.engine.pool`); by
     default the usable cores divided by `jobs`.
     """
     with signals_raise():
@@ -233,7 +234,7 @@ def reproduce(layout: Layout, profile: str, only: str | None = None, sets: Seque
 
 def _workers(workers: int | None, jobs: int) -> int:
     """Training processes per notebook: --workers, else DGN_WORKERS, else the usable cores shared by the jobs."""
-    from dgnlib import pool  # no torch: the pool imports it in its workers only
+    from dgnlib.engine import pool  # no torch: the pool imports it in its workers only
 
     if workers is None:
         try:
@@ -248,7 +249,7 @@ def _workers(workers: int | None, jobs: int) -> int:
 
 def _check_scheduler(address: str) -> None:
     """Fail fast (exit 2) when the Dask scheduler is malformed, unreachable, or its workers differ from this client."""
-    from dgnlib import cluster  # imports Dask: only when a scheduler is given
+    from dgnlib.engine import cluster  # imports Dask: only when a scheduler is given
 
     try:
         cluster.check_address(address)

@@ -18,11 +18,12 @@ from collections.abc import Callable, Mapping, Sequence
 
 import pandas as pd
 
-from . import data as datamod
-from . import seeding, verdict
-from .models import DGN, VARIANTS, GatedNet
-from .runs import DataSpec, GateSource, MemoryStore, ModelSpec, RunSpec, RunStore
-from .sweep import Executor, run_sweep
+from dgnlib import seeding, verdict
+from dgnlib.core.models import DGN, GatedNet
+from dgnlib.engine import tensors as datamod
+from dgnlib.engine.runs import DataSpec, GateSource, MemoryStore, ModelSpec, RunSpec, RunStore
+from dgnlib.engine.sweep import Executor, run_sweep
+from dgnlib.names import VARIANTS
 
 ModelFactory = Callable[[str, int], GatedNet]
 

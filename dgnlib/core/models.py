@@ -23,7 +23,8 @@ import numbers
 import torch
 from torch import nn
 
-VARIANTS = ("relu", "frnpf-ii", "frnpf-di", "flnpf", "dnpfl", "linear")
+from dgnlib.names import VARIANTS
+
 INITS = ("default", "glorot", "he", "bernoulli")
 HARD = ("relu", "frnpf-ii", "frnpf-di", "flnpf")
 SEPARATE_FEATURES = ("frnpf-ii", "frnpf-di", "flnpf", "dnpfl")

@@ -15,13 +15,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .depth import conjunction
-from .kernels import ntk
-from .models import DGN, GatedNet, init_layer
-from .seeding import derive_seed
-from .stats import loglog_slope, t_interval
-from .theory import bernoulli_gates, expected_ntk, ntk_moments
-from .verdict import Part, equivalent
+from dgnlib.core.kernels import ntk
+from dgnlib.core.models import DGN, GatedNet, init_layer
+from dgnlib.core.theory import bernoulli_gates, expected_ntk, ntk_moments
+from dgnlib.experiments.depth import conjunction
+from dgnlib.seeding import derive_seed
+from dgnlib.stats import loglog_slope, t_interval
+from dgnlib.verdict import Part, equivalent
 
 
 def _check_draws(draws: int) -> None:

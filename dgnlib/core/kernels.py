@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import torch
 from torch.func import functional_call, jacrev, vmap
 
-from .models import GatedNet
+from dgnlib.core.models import GatedNet
 
 NTK_PARAMS = ("value", "feature", "all")
 

@@ -21,8 +21,8 @@ import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
-from dgnlib import depth as depth_sweeps
-from dgnlib import theory
+from dgnlib.core import theory
+from dgnlib.experiments import depth as depth_sweeps
 from dgnlib.seeding import derive_seed
 
 ENV = "DGN_WIDGETS"

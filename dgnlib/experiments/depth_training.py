@@ -16,14 +16,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import seeding, theory
-from .depth import _STREAM_GATES, _STREAM_WEIGHTS, _check_sizes
-from .depth import interior_minimum_part as depth_interior_minimum
-from .kernels import value_ntk
-from .seeding import derive_seed
-from .threads import single_thread
-from .verdict import Check, Part
-from .verdict import trend as verdict_trend
+from dgnlib import seeding
+from dgnlib.core import theory
+from dgnlib.core.kernels import value_ntk
+from dgnlib.engine.threads import single_thread
+from dgnlib.experiments.depth import _STREAM_GATES, _STREAM_WEIGHTS, _check_sizes
+from dgnlib.experiments.depth import interior_minimum_part as depth_interior_minimum
+from dgnlib.seeding import derive_seed
+from dgnlib.verdict import Check, Part
+from dgnlib.verdict import trend as verdict_trend
 
 # -- figure 05: training speed -----------------------------------------------------------------------------------
 

@@ -20,9 +20,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from dgnlib.report import repo_root
+from dgnlib.names import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, repo_root
 
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 NOTEBOOK_NAME = re.compile(r"^(\d\d)_[A-Za-z0-9_]+\.ipynb$")
 HIDDEN_SETUP_TAGS = ("parameters", "injected-parameters")
 FOLD = "hide-input"  # MyST-NB folds the source behind a "show code" toggle and keeps the outputs

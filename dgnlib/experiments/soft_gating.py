@@ -24,12 +24,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import verdict
-from .comparison import final_accuracy, sweep_history
-from .comparison import run_seeds as _run_seeds
-from .runs import DataSpec, ModelSpec, RunResult, RunSpec, RunStore
-from .seeding import derive_seed
-from .sweep import Executor, run_sweep
+from dgnlib import verdict
+from dgnlib.engine.runs import DataSpec, ModelSpec, RunResult, RunSpec, RunStore
+from dgnlib.engine.sweep import Executor, run_sweep
+from dgnlib.experiments.comparison import final_accuracy, sweep_history
+from dgnlib.experiments.comparison import run_seeds as _run_seeds
+from dgnlib.seeding import derive_seed
 
 RELU = "relu (hard)"
 

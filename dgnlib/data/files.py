@@ -42,7 +42,7 @@ import numpy as np
 import pooch
 
 from dgnlib.atomic import write_atomic
-from dgnlib.data_hashes import HASHES
+from dgnlib.data.hashes import HASHES
 
 NAMES = ("mnist", "fashion-mnist", "cifar10")
 SPLITS = ("train", "test")

@@ -20,12 +20,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import data as datamod
-from . import verdict
-from .comparison import final_accuracy, train_variants, variant_specs
-from .gatestats import gate_dependence
-from .runs import DataSpec, ModelSpec, RunStore
-from .sweep import Executor
+from dgnlib import verdict
+from dgnlib.engine import tensors as datamod
+from dgnlib.engine.runs import DataSpec, ModelSpec, RunStore
+from dgnlib.engine.sweep import Executor
+from dgnlib.experiments.comparison import final_accuracy, train_variants, variant_specs
+from dgnlib.experiments.gatestats import gate_dependence
 
 ARCHITECTURES = {"vconv": "flatten", "gconv": "gap"}  # architecture → ConvDGN pooling
 LEARNT = ("relu", "flnpf", "dnpfl")

@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .models import GatedNet
-from .runs import RunSpec
+from dgnlib.core.models import GatedNet
+from dgnlib.engine.runs import RunSpec
 
 
 @torch.no_grad()

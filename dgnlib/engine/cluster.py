@@ -19,7 +19,7 @@ ordinary run (this module imports ``distributed`` only inside `DaskExecutor`). A
   ``allowed-failures``, 3 by default). Results come back to the client whole: the caller writes the store;
 - on Ctrl-C, or when the caller stops reading results, cancels the outstanding tasks (and re-raises).
 
-Workers read data from their own environment (``DGN_DATA_DIR``, the cache) through `dgnlib.data`, whose loaders
+Workers read data from their own environment (``DGN_DATA_DIR``, the cache) through `dgnlib.engine.tensors`, whose loaders
 verify every file's hash; `DaskExecutor.check_data` verifies named data sets on every worker up front.
 """
 
@@ -81,7 +81,7 @@ def fingerprint() -> dict[str, Any]:
     import numpy
     import torch
 
-    from . import __version__
+    from dgnlib import __version__
 
     files = source_hashes()
     digest = hashlib.sha256("".join(f"{k}\0{v}\n" for k, v in files.items()).encode()).hexdigest()
@@ -198,13 +198,13 @@ def _report() -> dict[str, Any]:
 
 def _verify_data(names: list[str]) -> str | None:
     """On a worker (through client.run): load both splits of each data set through the verifying loaders."""
-    from . import data
+    from dgnlib.data import files as data_files
 
     for name in names:
-        for split in data.SPLITS:
+        for split in data_files.SPLITS:
             try:
-                data.load(name, split)
-            except (data.DataError, ValueError, OSError) as err:
+                data_files.load(name, split)
+            except (data_files.DataError, ValueError, OSError) as err:
                 return f"{name} {split}: {' '.join(str(err).split())}"
     return None
 
@@ -314,7 +314,7 @@ class DaskExecutor:
                 raise WorkerMismatchError(_mismatch_message(worker, diffs))
 
     def check_data(self, names: Iterable[str]) -> None:
-        """Load and verify the named data sets (dgnlib.data names) on every worker; a failure names the worker."""
+        """Load and verify the named data sets (dgnlib.engine.tensors names) on every worker; a failure names the worker."""
         names = sorted(set(names))
         for worker, problem in sorted(self.client.run(_verify_data, names).items()):
             if problem:

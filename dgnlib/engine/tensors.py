@@ -1,7 +1,7 @@
 """Data as tensors: subsets, transforms, the splits a run sees (`materialise` of a `DataSpec`).
 
-The files themselves (where they are looked for, how they are fetched and verified) are `dgnlib.datafiles`; its public
-names are re-exported here, so `dgnlib.data.load("mnist", "train")` keeps working.
+The files themselves (where they are looked for, how they are fetched and verified) are `dgnlib.data.files`; its public
+names are re-exported here, so `dgnlib.data.files.load("mnist", "train")` keeps working.
 """
 
 from __future__ import annotations
@@ -14,32 +14,14 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
-from .datafiles import (  # noqa: F401  (re-exported: the file API)
-    CIFAR_DIR,
-    CIFAR_TAR,
-    FILES,
-    HASHES,  # noqa: F401
-    MIRRORS,
+from dgnlib.data.files import (
     NAMES,
-    NPM_PACKAGE,
     SPLITS,
-    SUBDIRS,
-    SYSTEM_DIRS,
-    TIMEOUT_S,
-    ChecksumError,
     DataError,
-    FormatError,
-    MissingDataError,
-    available,
-    cache_dir,
-    how_to_get,
     load,
-    parse_idx,
-    read_idx,
-    verify,
 )
-from .runs import DataSpec
-from .seeding import derive_seed
+from dgnlib.engine.runs import DataSpec
+from dgnlib.seeding import derive_seed
 
 
 def flatten_scale(
@@ -187,10 +169,10 @@ def materialise(spec: DataSpec, root: str | os.PathLike | None = None) -> dict[s
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m dgnlib.data NAME...`: fetch, verify and summarise data sets."""
+    """`python -m dgnlib.engine.tensors NAME...`: fetch, verify and summarise data sets."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m dgnlib.data", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m dgnlib.engine.tensors", description=main.__doc__)
     parser.add_argument("names", nargs="*", metavar="NAME", help=f"one of {', '.join(NAMES)} (default mnist)")
     names = parser.parse_args(argv).names or ["mnist"]
     if unknown := [n for n in names if n not in NAMES]:

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .models import GatedNet
+from dgnlib.core.models import GatedNet
 
 ROLES = ("soft", "hard", "self", "none")
 _ROLE = {"dnpfl": "soft", "frnpf-ii": "hard", "frnpf-di": "hard", "flnpf": "hard", "relu": "self", "linear": "none"}

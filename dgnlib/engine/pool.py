@@ -180,6 +180,6 @@ def executor_for(device: str) -> LocalExecutor | None:
     """A LocalExecutor when training on the CPU with more than one worker (DGN_WORKERS, else the cores), else None."""
     if workers_from_env() < 2:
         return None
-    from .train import resolve_device
+    from dgnlib.engine.reference import resolve_device
 
     return LocalExecutor(workers_from_env()) if resolve_device(device).type == "cpu" else None

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from .models import DGN
+from dgnlib.core.models import DGN
 
 MAX_PATHS = 2_000_000
 

@@ -16,12 +16,12 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from . import seeding
-from .comparison import sweep_history, variant_specs
-from .runs import DataSpec, ModelSpec, RunResult, RunSpec, RunStore
-from .sweep import Executor, run_sweep
-from .threads import single_thread
-from .verdict import Check, Part, paired
+from dgnlib import seeding
+from dgnlib.engine.runs import DataSpec, ModelSpec, RunResult, RunSpec, RunStore
+from dgnlib.engine.sweep import Executor, run_sweep
+from dgnlib.engine.threads import single_thread
+from dgnlib.experiments.comparison import sweep_history, variant_specs
+from dgnlib.verdict import Check, Part, paired
 
 VARIANTS = ("relu", "frnpf-ii")  # adapting gates vs fixed random gates
 NU_RTOL = 1.0e-9  # identity: relative change of frnpf-ii's ν allowed (its gates, and so its NPK, are fixed)

@@ -15,12 +15,19 @@ from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
-from .comparison import ModelFactory, data_spec, final_accuracy, for_variant, model_spec, sweep_history
-from .models import GatedNet
-from .runs import DataSpec, GateSource, MemoryStore, ModelSpec, RunSpec, RunStore
-from .seeding import derive_seed
-from .sweep import Executor, run_sweep
-from .train import fit
+from dgnlib.core.models import GatedNet
+from dgnlib.engine.reference import fit
+from dgnlib.engine.runs import DataSpec, GateSource, MemoryStore, ModelSpec, RunSpec, RunStore
+from dgnlib.engine.sweep import Executor, run_sweep
+from dgnlib.experiments.comparison import (
+    ModelFactory,
+    data_spec,
+    final_accuracy,
+    for_variant,
+    model_spec,
+    sweep_history,
+)
+from dgnlib.seeding import derive_seed
 
 
 def check_stages(stages: Sequence[int], epochs: int) -> list[int]:

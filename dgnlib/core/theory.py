@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from .kernels import npk, value_ntk
+from dgnlib.core.kernels import npk, value_ntk
 
 
 def _generator(seed: int) -> torch.Generator:

@@ -30,13 +30,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .atomic import write_atomic as atomic_write
-from .models import DGN, VARIANTS, ConvDGN, GatedNet
-from .seeding import derive_seed
+from dgnlib.atomic import write_atomic as atomic_write
+from dgnlib.core.models import DGN, ConvDGN, GatedNet
+from dgnlib.names import LOSSES, OPTIMIZERS, VARIANTS
+from dgnlib.seeding import derive_seed
 
 SCHEMA = 2  # bump when a change of the training code changes the numbers of an unchanged spec
-OPTIMIZERS = ("adam", "sgd", "rmsprop")
-LOSSES = ("ce", "mse")
 STATUSES = ("ok", "invalid")
 METRICS = ("epoch", "train_loss", "train_acc", "val_acc", "test_acc", "gates_changed")
 
@@ -59,7 +58,7 @@ def canonical_json(obj: Any) -> str:
 
 @dataclass(frozen=True)
 class DataSpec:
-    """Which data a run sees; `dgnlib.data.materialise` turns it into tensors, deterministically.
+    """Which data a run sees; `dgnlib.engine.tensors.materialise` turns it into tensors, deterministically.
 
     name: mnist | fashion-mnist | cifar10 (verified loaders), synthetic (Gaussian classes of `shape`, `n_classes`),
     or inline (tensors given in memory: `digest` is their SHA-256, `arrays` holds them and is not hashed).
@@ -87,7 +86,7 @@ class DataSpec:
         if self.standardize not in ("none", "channels"):
             raise ValueError(f"standardize must be 'none' or 'channels', got {self.standardize!r}")
         if self.name == "inline" and (self.digest is None or self.arrays is None):
-            raise ValueError("inline data needs its arrays and their digest: build it with dgnlib.data.inline(...)")
+            raise ValueError("inline data needs its arrays and their digest: build it with dgnlib.engine.tensors.inline(...)")
 
 
 @dataclass(frozen=True)
@@ -377,7 +376,7 @@ def default_store(profile: str) -> RunStore:
     env = os.environ.get("DGN_RUN_STORE", "").strip()
     if env:
         return RunStore(env)
-    from .report import repo_root
+    from dgnlib.names import repo_root
 
     if not profile or "/" in profile or profile.startswith("."):
         raise ValueError(f"profile must be a plain name such as smoke, quick or paper, got {profile!r}")

@@ -15,11 +15,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import theory
-from .seeding import derive_seed, numpy_rng
-from .stats import fit_power_law, interior_minimum, spearman  # noqa: F401  (re-exported for notebooks)
-from .verdict import Part
-from .verdict import paired as verdict_paired
+from dgnlib.core import theory
+from dgnlib.seeding import derive_seed, numpy_rng
+from dgnlib.verdict import Part
+from dgnlib.verdict import paired as verdict_paired
 
 _STREAM_GATES, _STREAM_WEIGHTS, _STREAM_SAMPLE = 1, 2, 3
 

@@ -25,9 +25,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from . import data
-from .ensemble import train_ensemble
-from .runs import RunResult, RunSpec, RunStore, gate_weight_id
+from dgnlib.data import files
+from dgnlib.engine.ensemble import train_ensemble
+from dgnlib.engine.runs import RunResult, RunSpec, RunStore, gate_weight_id
 
 # At most this many runs train as one ensemble. On the CPU a run's step costs about the same from 4 to 25 runs per
 # group (bench/bench_sweep.py), so small groups lose nothing there and gain: an interrupted sweep loses at most one
@@ -153,12 +153,12 @@ def run_sweep(
     results as soon as they are back; returns {key: RunResult} for every spec given (weights not loaded).
 
     With no `executor`, the environment variable DGN_SCHEDULER (set by `dgn reproduce --scheduler`) sends the groups
-    to that Dask cluster (`dgnlib.cluster`); unset, CPU groups train side by side in worker processes on this machine
-    (`dgnlib.pool`: DGN_WORKERS of them, by default one per core; a phase of one group trains in this process), and
+    to that Dask cluster (`dgnlib.engine.cluster`); unset, CPU groups train side by side in worker processes on this machine
+    (`dgnlib.engine.pool`: DGN_WORKERS of them, by default one per core; a phase of one group trains in this process), and
     CUDA groups in this process. The groups of a phase start in order of decreasing cost.
     """
     if executor is None:
-        from . import cluster, pool  # cluster imports Dask only when DGN_SCHEDULER is set
+        from dgnlib.engine import cluster, pool  # cluster imports Dask only when DGN_SCHEDULER is set
 
         executor = cluster.executor_from_env() or pool.executor_for(device)
     need = _needed_weights(specs)
@@ -215,7 +215,7 @@ def _execute(tasks: list[GroupTask], store: RunStore, executor: Executor | None,
             results = train_group(task, on_epoch=lambda epoch, active: bar.epochs_done(active) if epoch else None)
             _store(results, store, bar, counted=True)
         return
-    names = {s.data.name for task in tasks for s in task.specs} & set(data.NAMES)
+    names = {s.data.name for task in tasks for s in task.specs} & set(files.NAMES)
     if names and hasattr(executor, "check_data"):  # every worker verifies the files before any training
         executor.check_data(sorted(names))
     if getattr(executor, "local", False):  # worker processes here: per-epoch progress comes back too
