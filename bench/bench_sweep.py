@@ -3,7 +3,8 @@
 30 runs (6 variants × 5 seeds), FC d=6, w=128, batch 32, Adam, synthetic 784-dim inputs and 10 classes, a fixed
 number of optimiser steps per run, trained twice: as the sweep engine trains them (ensembles of at most
 `sweep.MAX_GROUP_RUNS` runs, each a `StackedDGN` with one fused optimiser on one thread, `--threads` of them side by
-side in worker processes, `dgnlib.engine.pool`), and one run after another in this process as `train.fit` trains them, on
+side in worker processes, `dgnlib.engine.pool`), and one run after another in this process as `reference.fit`
+trains them, on
 `--threads` threads. Beside them, single-precision GEMM throughput (2048×2048 matmul) with the same threads. Useful
 FLOPs only: 6 × batch × Σ fan_in·fan_out per step per run for the value network, plus the same for the feature
 network where it is trained (dnpfl). The ensemble's time is the wall clock from a common start to the last worker's

@@ -21,6 +21,7 @@ import yaml
 from dgnlib.constraints import (
     ParamError,
 )
+from dgnlib.names import repo_root
 
 RUNNER_ENV = "DGN_RUNNER"  # set by `dgn reproduce` (and `make nbval`) for the kernels it starts
 PROFILE_ENV = "DGN_PROFILE"  # chooses the sizes of a notebook run by hand (default: quick)
@@ -116,17 +117,13 @@ class Params(Mapping[str, Any]):
         return {k: v for k, v in self._values.items() if k != "out_dir"}
 
 
-def _repo_root() -> Path:
-    return Path(__file__).resolve().parent.parent
-
-
 def resolve_out_dir(out_dir: str, profile: str, root: Path | None = None) -> Path:
     """Where a notebook writes: `out_dir` from the repository root, or build/figures/<profile>/ when empty.
 
     The tracked `figures/` holds the published run only: only `dgn reproduce` moves files there, so an `out_dir`
     inside it is refused.
     """
-    root = root or _repo_root()
+    root = root or repo_root()
     path = (root / "build" / "figures" / profile) if not out_dir else Path(out_dir)
     path = (path if path.is_absolute() else root / path).resolve()
     tracked = (root / "figures").resolve()
@@ -167,7 +164,7 @@ def _overlay_interactive(stem: str, namespace: dict[str, Any]) -> None:
         INTERACTIVE_DEFAULT if namespace.get("profile") == "paper" else namespace.get("profile"))
     if not isinstance(chosen, str):
         return  # the schema check reports the bad `profile`
-    path = _repo_root() / "profiles" / f"{chosen}.yaml"
+    path = repo_root() / "profiles" / f"{chosen}.yaml"
     section = read_profile(path).get(stem, {}) if chosen != "paper" and path.is_file() else {}
     namespace.update(section)
     namespace["profile"] = chosen

@@ -1,4 +1,4 @@
-"""dgnlib.engine.tensors on synthetic files: IDX / CIFAR parsing, verification, sources, bad inputs, helpers. No network."""
+"""dgnlib.data.files on synthetic files: IDX / CIFAR parsing, verification, sources, bad inputs, helpers. No network."""
 
 from __future__ import annotations
 

@@ -152,7 +152,8 @@ def test_conclude_writes_four_files_and_deterministic_pdf(tmp_path):
     assert on_disk["parts"][0]["interval"] and on_disk["checks"][1]["kind"] == "sanity"
     assert on_disk["numbers"]["r"] is None and on_disk["parameters"] == {"profile": "smoke", "n": 3}
     assert {p.name for p in (tmp_path / "a").iterdir()} == {"99.png", "99.pdf", "99.csv", "99.json"}
-    record.conclude("99", "a claim", parts, checks, params={"profile": "smoke", "n": 3}, fig=fig, out_dir=tmp_path / "b")
+    record.conclude("99", "a claim", parts, checks, params={"profile": "smoke", "n": 3}, fig=fig,
+                    out_dir=tmp_path / "b")
     for ext in ("pdf", "png"):
         assert (tmp_path / "a" / f"99.{ext}").read_bytes() == (tmp_path / "b" / f"99.{ext}").read_bytes()
     assert b"CreationDate" not in (tmp_path / "a" / "99.pdf").read_bytes()
@@ -178,7 +179,8 @@ def test_conclude_records_then_raises_on_a_failed_check(tmp_path):
 
 
 def test_parts_table_lists_parts_then_checks():
-    df = record.parts_table([v.paired([3.0, 4.0, 5.0], [1.0, 1.0, 1.5], name="a beats b")], [v.Check("x", False, "bad")])
+    df = record.parts_table([v.paired([3.0, 4.0, 5.0], [1.0, 1.0, 1.5], name="a beats b")],
+                            [v.Check("x", False, "bad")])
     assert list(df["what"]) == ["claim: a beats b", "identity: x"] and list(df["verdict"]) == ["held", "FAILED"]
 
 

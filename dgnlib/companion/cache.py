@@ -1,7 +1,7 @@
 """The cache: a notebook reruns only when something it depends on changed.
 
 The key is made of the effective parameters, the notebook's code cells, the `*.py` sources of the science modules
-of the checkout the kernel imports (`companion/` excluded: tooling), the versions of the main packages, and the
+of the checkout the kernel imports (`dgnlib.names.TOOLING` excluded), the versions of the main packages, and the
 data hashes (read as data from `dgnlib/data/hashes.py`, without importing torch).
 """
 
@@ -17,6 +17,7 @@ from typing import Any
 from dgnlib.companion.fsio import digest, read_json, sha256_file
 from dgnlib.companion.layout import Destination, Layout
 from dgnlib.companion.plan import Task
+from dgnlib.names import PACKAGE, is_science
 
 CACHE_FORMAT = 2
 MAIN_PACKAGES = ("dgnlib", "torch", "numpy", "scipy", "pandas", "matplotlib", "seaborn", "pooch", "papermill",
@@ -26,19 +27,19 @@ MAIN_PACKAGES = ("dgnlib", "torch", "numpy", "scipy", "pandas", "matplotlib", "s
 def science_dir(layout: Layout) -> Path:
     """The dgnlib the kernel imports: <root>/dgnlib when the checkout has one, else the installed package."""
     local = layout.root / "dgnlib"
-    return local if (local / "__init__.py").is_file() else Path(__file__).resolve().parent.parent
+    return local if (local / "__init__.py").is_file() else PACKAGE
 
 
 def source_hashes(package: Path) -> dict[str, str]:
-    """SHA-256 of every *.py file of the package except companion/ (relative POSIX path -> hash)."""
+    """SHA-256 of every science *.py file of the package (`names.is_science`; relative POSIX path -> hash)."""
     files = sorted(p for p in package.rglob("*.py")
-                   if "companion" not in p.relative_to(package).parts and "__pycache__" not in p.parts)
+                   if is_science(p.relative_to(package)) and "__pycache__" not in p.parts)
     return {p.relative_to(package).as_posix(): sha256_file(p) for p in files}
 
 
 def data_hashes(package: Path) -> Any:
-    """The HASHES table of <package>/data_hashes.py, read as a literal (None when absent)."""
-    path = package / "data_hashes.py"
+    """The HASHES table of <package>/data/hashes.py, read as a literal (None when absent)."""
+    path = package / "data" / "hashes.py"
     try:
         tree = ast.parse(path.read_text())
     except (OSError, SyntaxError):

@@ -6,17 +6,14 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from dgnlib.names import repo_root
+
 PUBLISHED_PROFILE = "paper"  # the profile whose runs are published (committed) without --publish
 INDEX_ID = "00"  # the front page: it lists the other figures, so it runs last and is never served from the cache
 
 
 class InputError(Exception):
     """Bad input or a state the runner must not touch (profile, parameter, selection, lock, manifest): exit 2."""
-
-
-def repo_root() -> Path:
-    """The checkout this package lives in (the folder holding `dgnlib/`)."""
-    return Path(__file__).resolve().parent.parent.parent
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ ordinary run (this module imports ``distributed`` only inside `DaskExecutor`). A
   ``allowed-failures``, 3 by default). Results come back to the client whole: the caller writes the store;
 - on Ctrl-C, or when the caller stops reading results, cancels the outstanding tasks (and re-raises).
 
-Workers read data from their own environment (``DGN_DATA_DIR``, the cache) through `dgnlib.engine.tensors`, whose loaders
+Workers read data from their own environment (``DGN_DATA_DIR``, the cache) through `dgnlib.data.files`, whose loaders
 verify every file's hash; `DaskExecutor.check_data` verifies named data sets on every worker up front.
 """
 
@@ -37,9 +37,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from dgnlib.names import PACKAGE, is_science
+
 ENV = "DGN_SCHEDULER"
-PACKAGE = Path(__file__).resolve().parent
-TOOLING = ("companion",)  # subpackages of the tooling wing: never run by a task, so not part of the source check
 POLL_S = 0.2  # how often a wait wakes up, so that Ctrl-C is handled promptly whatever thread receives it
 _ADDRESS = re.compile(r"^(?:(tcp|tls)://)?(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})$")
 
@@ -71,7 +71,7 @@ def source_hashes(root: Path = PACKAGE) -> dict[str, str]:
     out = {}
     for path in sorted(root.rglob("*.py")):
         rel = path.relative_to(root)
-        if rel.parts[0] not in TOOLING:
+        if is_science(rel) and "__pycache__" not in rel.parts:
             out[rel.as_posix()] = hashlib.sha256(path.read_bytes()).hexdigest()
     return out
 
@@ -314,7 +314,7 @@ class DaskExecutor:
                 raise WorkerMismatchError(_mismatch_message(worker, diffs))
 
     def check_data(self, names: Iterable[str]) -> None:
-        """Load and verify the named data sets (dgnlib.engine.tensors names) on every worker; a failure names the worker."""
+        """Load and verify the named data sets (`data.files.NAMES`) on every worker; a failure names the worker."""
         names = sorted(set(names))
         for worker, problem in sorted(self.client.run(_verify_data, names).items()):
             if problem:

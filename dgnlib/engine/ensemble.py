@@ -225,7 +225,8 @@ def train_ensemble(
     gate_weights: for flnpf runs, '<relu key>@<epoch>' (`runs.gate_weight_id`) → that relu run's value-network state
     dict. on_epoch(epoch, runs still active) is called after each epoch's metrics (progress bars).
     On the CPU the group trains on one torch thread, whatever this process's setting: the thread count changes the
-    order of float reductions, and one thread per group, groups side by side (`dgnlib.engine.pool`), is also the fastest.
+    order of float reductions, and one thread per group, groups side by side (`dgnlib.engine.pool`), is also the
+    fastest.
     """
     from dgnlib.engine.reference import resolve_device
 

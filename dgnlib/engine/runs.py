@@ -86,7 +86,8 @@ class DataSpec:
         if self.standardize not in ("none", "channels"):
             raise ValueError(f"standardize must be 'none' or 'channels', got {self.standardize!r}")
         if self.name == "inline" and (self.digest is None or self.arrays is None):
-            raise ValueError("inline data needs its arrays and their digest: build it with dgnlib.engine.tensors.inline(...)")
+            raise ValueError("inline data needs its arrays and their digest: build it with "
+                             "dgnlib.engine.tensors.inline(...)")
 
 
 @dataclass(frozen=True)

@@ -153,9 +153,9 @@ def run_sweep(
     results as soon as they are back; returns {key: RunResult} for every spec given (weights not loaded).
 
     With no `executor`, the environment variable DGN_SCHEDULER (set by `dgn reproduce --scheduler`) sends the groups
-    to that Dask cluster (`dgnlib.engine.cluster`); unset, CPU groups train side by side in worker processes on this machine
-    (`dgnlib.engine.pool`: DGN_WORKERS of them, by default one per core; a phase of one group trains in this process), and
-    CUDA groups in this process. The groups of a phase start in order of decreasing cost.
+    to that Dask cluster (`dgnlib.engine.cluster`); unset, CPU groups train side by side in worker processes on this
+    machine (`dgnlib.engine.pool`: DGN_WORKERS of them, by default one per core; a phase of one group trains in this
+    process), and CUDA groups in this process. The groups of a phase start in order of decreasing cost.
     """
     if executor is None:
         from dgnlib.engine import cluster, pool  # cluster imports Dask only when DGN_SCHEDULER is set
