@@ -10,7 +10,7 @@ from pathlib import Path
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-ROOT = Path(__file__).resolve().parent.parent
+from dgnlib.names import repo_root
 
 PARAMS = """profile = "paper"  # smoke | quick | paper
 out_dir = ""  # where outputs go
@@ -74,7 +74,7 @@ def make_repo(root: Path, smoke: str = "02_ok:\n  n: 5\n") -> Path:
 
 def dgn_process(root: Path, *args: str, **kwargs) -> subprocess.Popen:
     """Start `python -m dgnlib --root <root> ...` as a real process (stderr captured)."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(repo_root())}
     env.pop("DGN_RUNNER", None)
-    return subprocess.Popen([sys.executable, "-m", "dgnlib", "--root", str(root), *args], cwd=ROOT, env=env,
+    return subprocess.Popen([sys.executable, "-m", "dgnlib", "--root", str(root), *args], cwd=repo_root(), env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)

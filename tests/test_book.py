@@ -13,20 +13,20 @@ from dgnlib import names
 from dgnlib.companion import render
 from dgnlib.names import repo_root
 
-ROOT = repo_root()
 BUILT = ("01_dgn_paths", "03_depth_spectrum")  # 02 is left out on purpose: a partial set
 
 
 # ---------------------------------------------------------------------------------------------------- unit rules
 
 def test_scrub_makes_repository_paths_relative_and_hides_other_machine_paths(tmp_path):
-    prefixes = render.machine_prefixes(ROOT)
-    text = f'out_dir = "{ROOT}/build/tmp/smoke/01"; cache {Path.home()}/.cache/x; w = 1/(mu w); /home/ann/data.npz'
+    prefixes = render.machine_prefixes(repo_root())
+    root = repo_root()
+    text = f'out_dir = "{root}/build/tmp/smoke/01"; cache {Path.home()}/.cache/x; w = 1/(mu w); /home/ann/data.npz'
     out = render.scrub(text, prefixes)
     assert 'out_dir = "build/tmp/smoke/01"' in out
-    assert str(ROOT) not in out and "/home/ann" not in out and "data.npz" in out
+    assert str(repo_root()) not in out and "/home/ann" not in out and "data.npz" in out
     assert "1/(mu w)" in out  # prose with slashes is not a path
-    assert render.scrub(str(ROOT), prefixes) == "."
+    assert render.scrub(str(repo_root()), prefixes) == "."
 
 
 def test_links_to_missing_pages_become_text_and_present_ones_point_at_the_page():
@@ -77,7 +77,7 @@ def _display_math_blocks_apart_from_prose(source: str) -> list[str]:
     return bad
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "notebooks").glob("*.ipynb")), ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", sorted((repo_root() / "notebooks").glob("*.ipynb")), ids=lambda p: p.stem)
 def test_display_math_stands_in_its_own_paragraph(path):
     nb = json.loads(path.read_text())
     bad = [ln for c in nb["cells"] if c["cell_type"] == "markdown" for ln in
@@ -86,7 +86,7 @@ def test_display_math_stands_in_its_own_paragraph(path):
 
 
 def test_render_without_executed_notebooks_says_where_to_look(tmp_path, capsys):
-    assert render.render(ROOT, source=tmp_path) == names.EXIT_BAD_INPUT
+    assert render.render(repo_root(), source=tmp_path) == names.EXIT_BAD_INPUT
     assert "nothing to render" in capsys.readouterr().err
 
 
@@ -99,13 +99,13 @@ def book(tmp_path_factory):
     work = tmp_path_factory.mktemp("book")
     executed = work / "executed"
     executed.mkdir()
-    smoke = yaml.safe_load((ROOT / "profiles" / "smoke.yaml").read_text())
+    smoke = yaml.safe_load((repo_root() / "profiles" / "smoke.yaml").read_text())
     for stem in BUILT:
         params = {**(smoke.get(stem) or {}), "profile": "smoke", "out_dir": str(work / "figures")}
-        papermill.execute_notebook(str(ROOT / "notebooks" / f"{stem}.ipynb"), str(executed / f"{stem}.ipynb"),
-                                   parameters=params, kernel_name="python3", progress_bar=False, cwd=str(ROOT))
+        papermill.execute_notebook(str(repo_root() / "notebooks" / f"{stem}.ipynb"), str(executed / f"{stem}.ipynb"),
+                                   parameters=params, kernel_name="python3", progress_bar=False, cwd=str(repo_root()))
     dest = work / "html"
-    assert render.render(ROOT, dest=dest, source=executed) == names.EXIT_OK
+    assert render.render(repo_root(), dest=dest, source=executed) == names.EXIT_OK
     return {"html": dest, "work": work}
 
 
@@ -159,7 +159,7 @@ def test_math_is_typeset_by_the_local_mathjax(book):
 
 
 def test_no_page_holds_an_absolute_machine_path(book):
-    needles = {str(ROOT), str(book["work"]), str(Path.home()) + "/", sys.prefix}
+    needles = {str(repo_root()), str(book["work"]), str(Path.home()) + "/", sys.prefix}
     files = [*book["html"].glob("*.html"), book["html"] / "searchindex.js"]
     for path in files:
         text = path.read_text()
