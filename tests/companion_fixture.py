@@ -34,7 +34,7 @@ if fail:
 (out / "{id}.json").write_text(json.dumps({{"claim": "claim {id}", "verdict": "held", "profile": profile}}))
 """
 
-SCHEMAS = '''from dgnlib.params import Bool, Choice, Float, Int, IntList, Schema, Str
+SCHEMAS = '''from dgnlib.constraints import Bool, Choice, Float, Int, IntList, Schema, Str
 
 COMMON = {"profile": Choice("smoke", "quick", "paper"), "out_dir": Str(empty=True), "seed": Int(min=0),
           "n": Int(min=1), "lr": Float(low=0, closed="neither"), "depths": IntList(min=2),

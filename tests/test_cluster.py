@@ -87,7 +87,7 @@ def test_check_address_rejects_in_one_line(bad: str) -> None:
 
 def test_no_scheduler_imports_nothing_of_dask() -> None:
     env = {k: v for k, v in os.environ.items() if k != cluster.ENV}
-    code = ("import sys; from dgnlib import cluster; assert cluster.executor_from_env() is None; "
+    code = ("import sys; from dgnlib.engine import cluster; assert cluster.executor_from_env() is None; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed')))")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

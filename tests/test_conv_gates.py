@@ -111,7 +111,7 @@ def test_cifar_path_loader_and_a_tiny_conv_sweep(cifar):
 
 
 SITECUSTOMIZE = """import json, os
-from dgnlib import datafiles
+from dgnlib.data import files as datafiles
 datafiles.HASHES["cifar10"] = json.loads(os.environ["DGN_TEST_CIFAR_HASHES"])
 """
 
