@@ -30,6 +30,8 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
+from .threads import positive_int_env
+
 WORKERS_ENV = "DGN_WORKERS"  # set by `dgn reproduce --workers N`; unset: one worker per usable core
 POLL_S = 0.2  # how often the parent wakes to forward progress and notice Ctrl-C
 
@@ -46,16 +48,7 @@ def usable_cores() -> int:
 
 def workers_from_env() -> int:
     """Worker processes for a CPU sweep: DGN_WORKERS when set (a positive integer), else the usable cores."""
-    raw = os.environ.get(WORKERS_ENV, "").strip()
-    if not raw:
-        return usable_cores()
-    try:
-        n = int(raw)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise ValueError(f"{WORKERS_ENV} must be a positive integer (worker processes for a sweep), got {raw!r}")
-    return n
+    return positive_int_env(WORKERS_ENV, usable_cores(), "worker processes for a sweep")
 
 
 def _watch_parent(parent: int) -> None:

@@ -15,18 +15,23 @@ from collections.abc import Iterator
 THREADS_ENV = "DGN_THREADS"  # torch threads per notebook or training process (default 1)
 
 
-def threads_from_env() -> int:
-    """DGN_THREADS as a positive integer (1 when unset); ValueError with a one-line reason otherwise."""
-    raw = os.environ.get(THREADS_ENV, "").strip()
+def positive_int_env(name: str, default: int, what: str) -> int:
+    """Environment variable `name` as a positive integer (`default` when unset); ValueError naming `what` otherwise."""
+    raw = os.environ.get(name, "").strip()
     if not raw:
-        return 1
+        return default
     try:
         n = int(raw)
     except ValueError:
         n = 0
     if n < 1:
-        raise ValueError(f"{THREADS_ENV} must be a positive integer (torch threads per notebook), got {raw!r}")
+        raise ValueError(f"{name} must be a positive integer ({what}), got {raw!r}")
     return n
+
+
+def threads_from_env() -> int:
+    """DGN_THREADS as a positive integer (1 when unset); ValueError with a one-line reason otherwise."""
+    return positive_int_env(THREADS_ENV, 1, "torch threads per notebook")
 
 
 @contextlib.contextmanager
