@@ -51,11 +51,12 @@ def fc_model(d_in: int, width: int, depth: int, d_out: int, *, init: str = "glor
 _DEFAULT_BETA, _DEFAULT_EPS = ModelSpec("fc").beta, ModelSpec("fc").eps
 
 
-def for_variant(model: ModelSpec, variant: str) -> ModelSpec:
-    """`model` as `variant`; β and ε, used by dnpfl's soft gates only, are set to their defaults for the others."""
+def for_variant(model: ModelSpec, variant: str, dnpfl_feature: str = "gated") -> ModelSpec:
+    """`model` as `variant`; β, ε and the feature pass (`dnpfl_feature`: "gated" | "relu", see
+    `models.FEATURE_ACTS`), used by dnpfl only, are set to their defaults for the others."""
     if variant == "dnpfl":
-        return model.replace(variant=variant)
-    return model.replace(variant=variant, beta=_DEFAULT_BETA, eps=_DEFAULT_EPS)
+        return model.replace(variant=variant, feature_act=dnpfl_feature)
+    return model.replace(variant=variant, beta=_DEFAULT_BETA, eps=_DEFAULT_EPS, feature_act="gated")
 
 
 def dgn_factory(**kwargs) -> ModelFactory:
@@ -79,12 +80,13 @@ def data_spec(data: Mapping | DataSpec, val_fraction: float | None = None) -> Da
 
 def variant_specs(
     model: ModelSpec, data: DataSpec, variants: Sequence[str], seeds: Sequence[int], *,
-    keep_relu_weights: Sequence[int] = (), **train: object
+    keep_relu_weights: Sequence[int] = (), gate_select: str = "epoch", dnpfl_feature: str = "gated", **train: object
 ) -> dict[tuple[str, int], RunSpec]:
-    """{(variant, seed): RunSpec}; flnpf's gate source is the relu run of its seed, after its last epoch.
+    """{(variant, seed): RunSpec}; flnpf's gate source is the relu run of its seed, after its last epoch
+    (gate_select "epoch") or at its epoch of best test accuracy ("best", the reference's checkpoint).
 
     keep_relu_weights: epochs at which the relu runs keep their weights (for another figure that copies their gates
-    at those epochs; not part of the runs' keys).
+    at those epochs; not part of the runs' keys). dnpfl_feature: what dnpfl's feature network passes forward.
     """
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
@@ -93,8 +95,9 @@ def variant_specs(
     for seed in seeds:
         relu = RunSpec(for_variant(model, "relu"), data, seed, **train)
         for variant in variants:
-            source = GateSource(relu, relu.epochs) if variant == "flnpf" else None
-            out[variant, seed] = RunSpec(for_variant(model, variant), data, seed, gate_source=source, **train)
+            source = GateSource(relu, relu.epochs, gate_select) if variant == "flnpf" else None
+            out[variant, seed] = RunSpec(for_variant(model, variant, dnpfl_feature), data, seed, gate_source=source,
+                                         **train)
         if "relu" in variants and keep_relu_weights:
             kept = tuple(sorted({int(e) for e in keep_relu_weights if 0 <= e <= relu.epochs}))
             out["relu", seed] = out["relu", seed].replace(keep_weights=kept)
@@ -139,16 +142,20 @@ def train_variants(
     store: RunStore | None = None,
     executor: Executor | None = None,
     keep_relu_weights: Sequence[int] = (),
+    opt_eps: float | None = None,
+    gate_select: str = "epoch",
+    dnpfl_feature: str = "gated",
 ) -> pd.DataFrame:
     """Train every variant for every seed (one sweep); one row per (variant, seed, epoch), `fit`'s columns.
 
-    `flnpf` copies the gates of the fully trained `relu` run of the same seed (trained as a dependency if `relu` is
-    not among the variants, and then not reported). store: where runs are kept and found (default: in memory).
-    keep_relu_weights: see `variant_specs`.
+    `flnpf` copies the gates of the `relu` run of the same seed (trained as a dependency if `relu` is not among the
+    variants, and then not reported). store: where runs are kept and found (default: in memory).
+    keep_relu_weights, gate_select, dnpfl_feature: see `variant_specs`; opt_eps: Adam's ε (None: torch's 1e-8).
     """
     specs = variant_specs(model_spec(make_model), data_spec(data, val_fraction), variants, seeds,
-                          keep_relu_weights=keep_relu_weights, optimizer=optimizer, lr=lr, batch_size=batch_size,
-                          epochs=epochs, loss=loss)
+                          keep_relu_weights=keep_relu_weights, gate_select=gate_select, dnpfl_feature=dnpfl_feature,
+                          optimizer=optimizer, lr=lr, batch_size=batch_size, epochs=epochs, loss=loss,
+                          opt_eps=opt_eps)
     results = run_sweep(list(specs.values()), store if store is not None else MemoryStore(), executor=executor,
                         progress=progress, device=device)
     order = sorted(variants, key=lambda v: v != "relu")

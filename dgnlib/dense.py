@@ -91,9 +91,16 @@ class DenseStep:
             sig = torch.sigmoid(net.beta * q)
             g = net.scale * sig
             saved.append((z, q, sig, g))
-            if l < net.depth - 2:  # the last layer's q·g feeds nothing
-                z = q * g
+            if l < net.depth - 2:  # the last layer's output feeds nothing
+                z = self._next(q, g)
         return saved
+
+    def _next(self, q: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        """A soft feature layer's output, as `StackedDGN._soft_next` computes it (q·g, relu(q), or per run)."""
+        mode = self.net.feature_mode
+        if mode == "relu":
+            return torch.relu(q)
+        return q * g if mode == "gated" else torch.where(self.net.relu_feature, torch.relu(q), q * g)
 
     def _hard_gates(self, xb: torch.Tensor, idx: torch.Tensor | None, check: bool) -> list[torch.Tensor]:
         """Frozen feature networks' gates per gated layer, as float (hard runs, batch, width).
@@ -185,11 +192,25 @@ class DenseStep:
             z, q, sig, g = soft[l]
             grad = self._gate_grad(terms[l], sig)
             if gzf is not None:
-                grad = grad + gzf * g
-                grad = grad + self._gate_grad(gzf * q, sig)
+                grad = self._feature_term(grad, gzf, q, sig, g)
             self._weight_grads(net.soft_w[l], net.soft_b[l], z, grad)
             if l > 0:
                 gzf = torch.bmm(grad, net.soft_w[l].transpose(1, 2))
+
+
+    def _feature_term(self, grad: torch.Tensor, gzf: torch.Tensor, q: torch.Tensor, sig: torch.Tensor,
+                      g: torch.Tensor) -> torch.Tensor:
+        """Add the gradient that reaches q from the feature network's next layer: through q·g (its direct and
+        own-gate terms, in autograd's order) or through relu(q); a mixed stack takes each run's own (the other
+        branch's zeros added by autograd change no bit)."""
+        mode = self.net.feature_mode
+        if mode != "gated":
+            through_relu = grad + torch.ops.aten.threshold_backward(gzf, q, 0)
+            if mode == "relu":
+                return through_relu
+        gated = grad + gzf * g
+        gated = gated + self._gate_grad(gzf * q, sig)
+        return gated if mode == "gated" else torch.where(self.net.relu_feature, through_relu, gated)
 
 
 class OptimizerStep:

@@ -35,6 +35,7 @@ from .threads import single_thread
 REFERENCE = 1000  # gates_changed is measured on the first 1000 training inputs of each run, as in train.fit
 EVAL_CHUNK = 1024
 STEPS = ("auto", "dense", "reference")
+NAN_ALLOWED = ("val_acc", "test_acc", "test_acc_a", "test_acc_b")  # NaN when there is no such split: not a failure
 
 
 def make_optimizer(name: str, params: Sequence[nn.Parameter], lr: float, **constants: float) -> torch.optim.Optimizer:
@@ -152,7 +153,14 @@ class _Eval:
             val_acc = self._own(self.val_idx, loss)[1].mean(1)
         else:
             val_acc = nan
-        test_acc = self._scores(*self.splits["test"], loss)[1].mean(1) if "test" in self.splits else nan
+        halves = (nan, nan)
+        if "test" in self.splits:
+            test_correct = self._scores(*self.splits["test"], loss)[1]
+            test_acc = test_correct.mean(1)
+            if test_correct.shape[1] >= 2:  # fixed halves: even and odd positions (selection on one, report other)
+                halves = (test_correct[:, 0::2].mean(1), test_correct[:, 1::2].mean(1))
+        else:
+            test_acc = nan
         changed = []
         for init, now in zip(self.initial, self._patterns()):
             diff = _POPCOUNT.to(init.device)[(init ^ _pack(now)).long()].sum(dim=(1, 2))
@@ -166,7 +174,8 @@ class _Eval:
             per_layer = [float(d[r]) / n for d, n in changed]
             total = sum(float(d[r]) for d, _ in changed) / sum(n for _, n in changed)
             row = {"epoch": epoch, "train_loss": float(train_loss[r]), "train_acc": float(train_acc[r]),
-                   "val_acc": float(val_acc[r]), "test_acc": float(test_acc[r]), "gates_changed": total}
+                   "val_acc": float(val_acc[r]), "test_acc": float(test_acc[r]), "gates_changed": total,
+                   "test_acc_a": float(halves[0][r]), "test_acc_b": float(halves[1][r])}
             if self.probe is not None:
                 row["nu"] = self._nu(r)
             rows.append(row)
@@ -283,7 +292,11 @@ def _train(specs: list[RunSpec], gate_weights: Mapping[str, Mapping[str, np.ndar
     layers: list[list[float]] = [[] for _ in ordered]
     weights: list[dict] = [{} for _ in ordered]
     reasons = [""] * net.R
+    best: list[tuple[float, int, dict | None]] = [(-math.inf, 0, None)] * net.R  # (test acc, epoch, weights)
     eval_s = 0.0
+
+    def value_state(r: int) -> dict:
+        return {k: v.cpu().numpy() for k, v in net.run_state(r).items() if k.startswith("value.")}
 
     def log(epoch: int, running: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
         nonlocal eval_s
@@ -295,12 +308,14 @@ def _train(specs: list[RunSpec], gate_weights: Mapping[str, Mapping[str, np.ndar
                 continue
             rows[r].append(row)
             layers[r] = per_layer[r]
-            if not all(math.isfinite(v) for k, v in row.items() if k not in ("val_acc", "test_acc") or v == v):
+            if not all(math.isfinite(v) for k, v in row.items() if k not in NAN_ALLOWED or v == v):
                 active[r], reasons[r] = False, f"non-finite metric at epoch {epoch}"
                 _kill(net, opt, r)
-            elif epoch in ordered[r].keep_weights:
-                state = net.run_state(r)
-                weights[r][epoch] = {k: v.cpu().numpy() for k, v in state.items() if k.startswith("value.")}
+                continue
+            if epoch in ordered[r].keep_weights:
+                weights[r][epoch] = value_state(r)
+            if ordered[r].keep_best and epoch >= 1 and row["test_acc"] > best[r][0]:  # strict: the first maximum
+                best[r] = (row["test_acc"], epoch, value_state(r))
         if on_epoch is not None:
             on_epoch(epoch, sum(active))
 
@@ -340,6 +355,8 @@ def _train(specs: list[RunSpec], gate_weights: Mapping[str, Mapping[str, np.ndar
     results = [None] * net.R
     for pos, i in enumerate(net.order):
         spec = specs[i]
+        if best[pos][2] is not None and active[pos]:  # the best-test-accuracy checkpoint (selection.best_test_epoch)
+            weights[pos][best[pos][1]] = best[pos][2]
         results[i] = RunResult(
             spec.key(), spec.describe(), "ok" if active[pos] else "invalid", rows[pos],
             gate_stats={"gates_changed_layers": layers[pos]},

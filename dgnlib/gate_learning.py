@@ -93,14 +93,16 @@ def stage_gates_experiment(
     progress: bool = True,
     store: RunStore | None = None,
     executor: Executor | None = None,
+    opt_eps: float | None = None,
 ) -> pd.DataFrame:
-    """Train, per seed: relu (`epochs` epochs), frnpf-ii, and one flnpf per stage with that stage's relu gates.
+    """Train, per seed: relu (`epochs` epochs), frnpf-ii, and one flnpf per stage with that stage's relu gates
+    (opt_eps: Adam's ε, None: torch's default).
 
     One row per (variant, stage, seed, epoch) with `fit`'s columns plus "variant", "stage" (the relu epoch the gates
     come from for flnpf, `epochs` for the relu reference, missing for frnpf-ii) and "seed".
     """
     specs = stage_specs(model_spec(make_model), data_spec(data, val_fraction), stages, epochs, seeds,
-                        optimizer=optimizer, lr=lr, batch_size=batch_size, loss=loss)
+                        optimizer=optimizer, lr=lr, batch_size=batch_size, loss=loss, opt_eps=opt_eps)
     results = run_sweep(list(specs.values()), store if store is not None else MemoryStore(), executor=executor,
                         progress=progress, device=device)
     history = sweep_history(specs, results, ["variant", "stage", "seed"])

@@ -11,7 +11,10 @@ pre-activation. The gates G(l) come from the feature network (the variants of th
     linear    all gates 1 (a deep linear network)
 
 The feature network is itself gated by its own gates (ReLU for the hard variants), so that for `relu` the two
-networks coincide. Frozen parts have requires_grad=False and are left out of `trainable_parameters()`.
+networks coincide. dnpfl's feature network (`feature_act`) either passes q·(1 + ε)·sigmoid(β q) forward ("gated", the
+first protocol of this companion, kept so that its stored runs stay valid) or relu(q) ("relu": a ReLU network whose
+pre-activations set the value network's soft gates, as in the follow-up paper's reference implementation).
+Frozen parts have requires_grad=False and are left out of `trainable_parameters()`.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ VARIANTS = ("relu", "frnpf-ii", "frnpf-di", "flnpf", "dnpfl", "linear")
 INITS = ("default", "glorot", "he", "bernoulli")
 HARD = ("relu", "frnpf-ii", "frnpf-di", "flnpf")
 SEPARATE_FEATURES = ("frnpf-ii", "frnpf-di", "flnpf", "dnpfl")
+FEATURE_ACTS = ("gated", "relu")  # what dnpfl's feature network passes forward: q·gate (legacy) or relu(q)
 
 
 def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
@@ -106,9 +110,15 @@ class GatedNet(nn.Module):
         seed: int | None,
         flatten_at: int | None = None,
         pooling: str = "flatten",
+        feature_act: str = "gated",
     ) -> None:
         super().__init__()
         _check_choice("variant", variant, VARIANTS)
+        _check_choice("feature_act", feature_act, FEATURE_ACTS)
+        if feature_act != "gated" and variant != "dnpfl":
+            raise ValueError(f"feature_act applies to dnpfl only (a {variant} network's feature pass is fixed): "
+                             "leave it 'gated'")
+        self.feature_act = feature_act
         _check_choice("init", init, INITS)
         if not (isinstance(beta, (int, float)) and beta > 0):
             raise ValueError(f"beta must be a positive number (gate softness), got {beta!r}")
@@ -170,7 +180,7 @@ class GatedNet(nn.Module):
                 zf = self._reshape(zf)
             qf = layer(zf)
             g = self._gate(qf)
-            zf = torch.relu(qf) if self.variant in HARD else qf * g
+            zf = torch.relu(qf) if self.variant in HARD or self.feature_act == "relu" else qf * g
             gates.append(g)
             pres.append(qf)
         return gates, pres
@@ -252,6 +262,7 @@ class DGN(GatedNet):
         init: str = "default",
         sigma: float | None = None,
         seed: int | None = None,
+        feature_act: str = "gated",
     ) -> None:
         _check_positive_int("d_in", d_in)
         _check_positive_int("width", width)
@@ -262,7 +273,7 @@ class DGN(GatedNet):
             sigma = math.sqrt(2.0 / width)
         sizes = [d_in] + [width] * (depth - 1) + [d_out]
         layers = [nn.Linear(a, b, bias=bias) for a, b in zip(sizes[:-1], sizes[1:])]
-        super().__init__(layers, variant, beta, eps, init, sigma, seed)
+        super().__init__(layers, variant, beta, eps, init, sigma, seed, feature_act=feature_act)
         self.d_in, self.width, self.d_out, self.bias = d_in, width, d_out, bias
 
     def _check_input(self, x: torch.Tensor) -> torch.Tensor:
@@ -316,6 +327,7 @@ class ConvDGN(GatedNet):
         init: str = "default",
         sigma: float | None = None,
         seed: int | None = None,
+        feature_act: str = "gated",
     ) -> None:
         _check_positive_int("in_channels", in_channels)
         _check_positive_int("image_size", image_size)
@@ -334,7 +346,8 @@ class ConvDGN(GatedNet):
         flat = c_prev if pooling == "gap" else c_prev * image_size * image_size
         sizes = [flat, *dense, n_classes]
         layers += [nn.Linear(a, b, bias=bias) for a, b in zip(sizes[:-1], sizes[1:])]
-        super().__init__(layers, variant, beta, eps, init, sigma, seed, flatten_at=len(channels), pooling=pooling)
+        super().__init__(layers, variant, beta, eps, init, sigma, seed, flatten_at=len(channels), pooling=pooling,
+                         feature_act=feature_act)
         self.in_channels, self.image_size = in_channels, image_size
 
     def _check_input(self, x: torch.Tensor) -> torch.Tensor:

@@ -33,7 +33,7 @@ import pandas as pd
 
 from . import runcheck
 from .atomic import write_atomic as atomic_write
-from .models import DGN, VARIANTS, ConvDGN, GatedNet
+from .models import DGN, FEATURE_ACTS, VARIANTS, ConvDGN, GatedNet
 from .seeding import derive_seed
 
 SCHEMA = 2  # bump when a change of the training code changes the numbers of an unchanged spec
@@ -118,8 +118,12 @@ class ModelSpec:
     channels: tuple[int, ...] = ()
     dense: tuple[int, ...] = ()
     pooling: str = "flatten"
+    feature_act: str = field(default="gated", metadata={"key": UNLESS_DEFAULT})  # dnpfl only (models.FEATURE_ACTS)
 
     def __post_init__(self) -> None:
+        if self.feature_act not in FEATURE_ACTS or (self.feature_act != "gated" and self.variant != "dnpfl"):
+            raise ValueError(f"feature_act must be one of {', '.join(FEATURE_ACTS)}, and other than 'gated' only for "
+                             f"dnpfl; got {self.feature_act!r} for {self.variant!r}")
         if self.arch not in ("fc", "conv"):
             raise ValueError(f"arch must be 'fc' or 'conv', got {self.arch!r}")
         if self.variant not in VARIANTS:
@@ -128,7 +132,7 @@ class ModelSpec:
     def build(self, seed: int) -> GatedNet:
         """The model, initialised by the models' own code from `seed`."""
         common = dict(variant=self.variant, beta=self.beta, eps=self.eps, bias=self.bias, init=self.init,
-                      sigma=self.sigma, seed=seed)
+                      sigma=self.sigma, seed=seed, feature_act=self.feature_act)
         if self.arch == "fc":
             return DGN(self.d_in, self.width, self.depth, self.d_out, **common)
         return ConvDGN(self.in_channels, self.image_size, self.channels, self.dense, self.d_out,
@@ -141,7 +145,8 @@ class ModelSpec:
     @classmethod
     def from_model(cls, model: GatedNet) -> ModelSpec:
         """The spec of an existing DGN / ConvDGN (its shape, variant and initialisation options)."""
-        common = dict(variant=model.variant, beta=model.beta, eps=model.eps, init=model.init, sigma=model.sigma)
+        common = dict(variant=model.variant, beta=model.beta, eps=model.eps, init=model.init, sigma=model.sigma,
+                      feature_act=model.feature_act)
         if isinstance(model, DGN):
             return cls("fc", bias=model.bias, d_in=model.d_in, width=model.width, depth=model.depth,
                        d_out=model.d_out, **common)
@@ -154,12 +159,24 @@ class ModelSpec:
         raise TypeError(f"expected a DGN or ConvDGN, got {type(model).__name__}")
 
 
+GATE_SELECTS = ("epoch", "best")
+
+
 @dataclass(frozen=True)
 class GateSource:
-    """Where flnpf's frozen feature network comes from: the value network of run `spec` (a relu run) after `epoch`."""
+    """Where flnpf's frozen feature network comes from: the value network of run `spec` (a relu run) after `epoch`
+    (select "epoch"), or after its epoch of best test accuracy among 1..epoch (select "best", epoch = the relu run's
+    last: the checkpoint the follow-up paper's reference copies; `selection.best_test_epoch`)."""
 
     spec: RunSpec
     epoch: int
+    select: str = field(default="epoch", metadata={"key": UNLESS_DEFAULT})
+
+    def __post_init__(self) -> None:
+        if self.select not in GATE_SELECTS:
+            raise ValueError(f"gate source select must be one of {', '.join(GATE_SELECTS)}, got {self.select!r}")
+        if self.select == "best" and self.epoch != self.spec.epochs:
+            raise ValueError(f"a 'best' gate source searches the whole relu run: epoch must be {self.spec.epochs}")
 
 
 @dataclass(frozen=True)
@@ -177,6 +194,7 @@ class RunSpec:
     gate_source: GateSource | None = None
     probe_per_class: int = 0
     keep_weights: tuple[int, ...] = field(default=(), metadata={"key": False})
+    keep_best: bool = field(default=False, metadata={"key": False})  # also keep the weights of best_test_epoch
     opt_alpha: float | None = field(default=None, metadata={"key": UNLESS_DEFAULT})
     opt_eps: float | None = field(default=None, metadata={"key": UNLESS_DEFAULT})
 
@@ -216,7 +234,7 @@ class RunSpec:
 
     def group_key(self) -> str:
         """Runs with the same group key can train as one ensemble: all but seed, variant, β, ε and gate source."""
-        shared = self.model.replace(variant="relu", beta=1.0, eps=0.0)
+        shared = self.model.replace(variant="relu", beta=1.0, eps=0.0, feature_act="gated")
         parts = [shared, self.data, self.optimizer, self.lr, self.batch_size, self.epochs, self.loss,
                  self.probe_per_class]
         if (self.opt_alpha, self.opt_eps) != (None, None):  # appended only when set: old group keys unchanged
@@ -238,8 +256,8 @@ class RunSpec:
 
 
 def gate_weight_id(source: GateSource) -> str:
-    """Name of a dependency's weights in a group task: '<relu key>@<epoch>'."""
-    return f"{source.spec.key()}@{source.epoch}"
+    """Name of a dependency's weights in a group task: '<relu key>@<epoch>', or '<relu key>@best'."""
+    return f"{source.spec.key()}@{'best' if source.select == 'best' else source.epoch}"
 
 
 @dataclass

@@ -41,13 +41,16 @@ COMMON = {
 POSITIVE = Float(low=0, closed="neither")
 FRACTION = Float(low=0, high=1, closed="neither")
 DEVICE = Choice("auto", "cpu", "cuda")
+HOLDOUT = Float(low=0, high=1, closed="left")  # val_fraction: 0 (all training images train, the reference) up to 1
+FEATURE_PASS = Choice("relu", "gated")  # dnpfl_feature: what dnpfl's feature network passes forward
+FLNPF_GATES = Choice("best", "final")  # flnpf_gates: the relu checkpoint flnpf copies
 MNIST_SIZES = {"n_train": Int(min=0, max=60_000, multiple_of=10), "n_test": Int(min=0, max=10_000, multiple_of=10)}
 
 
 def _training() -> dict:
     """Parameters shared by the MNIST training notebooks (06, 09)."""
     return {
-        **COMMON, **MNIST_SIZES, "val_fraction": FRACTION, "depth": Int(min=2), "width": Int(min=1),
+        **COMMON, **MNIST_SIZES, "val_fraction": HOLDOUT, "depth": Int(min=2), "width": Int(min=1),
     }
 
 
@@ -96,8 +99,9 @@ SCHEMAS: dict[str, Schema] = {
         {**_training(), "variants": StrList(VARIANTS, distinct=True), "beta": POSITIVE,
          "init": Choice("glorot", "he", "default"),
          "fixed_gate_inits": StrList(("glorot", "he", "default"), distinct=True, min_len=0),
-         "optimizer": Choice("adam", "sgd"), "lr_adam": POSITIVE, "lr_sgd": POSITIVE, "batch_size": Int(min=1),
-         "epochs": Int(min=1), "n_seeds": Int(min=1), "device": DEVICE},
+         "optimizers": StrList(("adam", "sgd"), distinct=True), "lr_adam": POSITIVE, "lr_sgd": POSITIVE,
+         "opt_eps": POSITIVE, "batch_size": Int(min=1), "epochs": Int(min=1), "epochs_sgd": Int(min=1),
+         "n_seeds": Int(min=1), "dnpfl_feature": FEATURE_PASS, "flnpf_gates": FLNPF_GATES, "device": DEVICE},
         [_one_of_each("variants", ADAPTING, FIXED_RANDOM),
          Rule(("init", "fixed_gate_inits"), "fixed_gate_inits must not repeat init (those runs are the protocol's)",
               lambda v: v["init"] not in v["fixed_gate_inits"])],
@@ -113,10 +117,11 @@ SCHEMAS: dict[str, Schema] = {
               lambda v: v["n_train"] == 0 or (v["n_train"] % 2 == 0 and v["n_train"] >= 2 * v["probe_per_class"]))],
     ),
     "08_continuous_gate_learning": Schema(
-        {**COMMON, "dataset": Choice("mnist", "fashion-mnist"), **MNIST_SIZES, "val_fraction": FRACTION,
+        {**COMMON, "dataset": Choice("mnist", "fashion-mnist"), **MNIST_SIZES, "val_fraction": HOLDOUT,
          "depth": Int(min=2), "width": Int(min=1), "init": Choice("glorot", "he", "default"),
-         "optimizer": Choice(*OPTIMIZERS), "lr": POSITIVE, "batch_size": Int(min=1), "epochs": Int(min=1),
-         "stages": IntList(3, distinct=True, min=0), "n_seeds": Int(min=1), "near_tolerance": POSITIVE,
+         "optimizer": Choice(*OPTIMIZERS), "lr": POSITIVE, "opt_eps": POSITIVE, "batch_size": Int(min=1),
+         "epochs": Int(min=1), "stages": IntList(3, distinct=True, min=0), "n_seeds": Int(min=1),
+         "near_tolerance": POSITIVE,
          "device": DEVICE},
         [Rule(("stages", "epochs"), "every stage must be an epoch of the relu run (at most epochs)",
               lambda v: max(v["stages"]) <= v["epochs"]),
@@ -125,9 +130,9 @@ SCHEMAS: dict[str, Schema] = {
     ),
     "09_soft_gating": Schema(
         {**_training(), "betas": FloatList(3, increasing=True, low=0, closed="neither"), "eps": Float(low=0),
-         "init": Choice("glorot", "he", "default"), "optimizer": Choice("adam", "sgd"), "lr_adam": POSITIVE,
-         "lr_sgd": POSITIVE, "batch_size": Int(min=1), "epochs": Int(min=1), "n_seeds": Int(min=1),
-         "tolerance": Float(low=0), "device": DEVICE},
+         "dnpfl_feature": FEATURE_PASS, "init": Choice("glorot", "he", "default"), "optimizer": Choice("adam", "sgd"),
+         "lr_adam": POSITIVE, "lr_sgd": POSITIVE, "opt_eps": POSITIVE, "batch_size": Int(min=1),
+         "epochs": Int(min=1), "n_seeds": Int(min=1), "tolerance": Float(low=0), "device": DEVICE},
     ),
     "10_cifar10_conv": Schema(
         {**COMMON, "dataset": Choice("cifar10", "mnist", "fashion-mnist", "auto"),

@@ -45,15 +45,18 @@ def setting_name(beta: float) -> str:
 
 
 def soft_gating_specs(
-    model: ModelSpec, data: DataSpec, betas: Sequence[float], seeds: Sequence[int], **train: object
+    model: ModelSpec, data: DataSpec, betas: Sequence[float], seeds: Sequence[int], *, dnpfl_feature: str = "gated",
+    **train: object
 ) -> dict[tuple[str, float, int], RunSpec]:
-    """{(setting, β, seed): RunSpec}: dnpfl at every β and relu (β = NaN), for every seed, sharing everything else."""
+    """{(setting, β, seed): RunSpec}: dnpfl at every β (its feature pass `dnpfl_feature`) and relu (β = NaN), for
+    every seed, sharing everything else."""
     if len(betas) < 3 or any(not b > 0 for b in betas) or len(set(betas)) != len(betas):
         raise ValueError(f"betas must be at least 3 distinct positive values, got {list(betas)}")
     specs = {}
     for seed in seeds:
         for b in betas:
-            specs[setting_name(b), float(b), seed] = RunSpec(model.replace(variant="dnpfl", beta=float(b)), data,
+            specs[setting_name(b), float(b), seed] = RunSpec(model.replace(variant="dnpfl", beta=float(b),
+                                                                              feature_act=dnpfl_feature), data,
                                                             seed, **train)
         specs[RELU, float("nan"), seed] = RunSpec(model.replace(variant="relu"), data, seed, **train)
     return specs

@@ -86,6 +86,10 @@ class StackedDGN(nn.Module):
         shape = (-1, 1, 1)
         self.register_buffer("beta", torch.tensor([m.beta for m in soft], dtype=torch.float32).reshape(shape))
         self.register_buffer("scale", torch.tensor([1 + m.eps for m in soft], dtype=torch.float32).reshape(shape))
+        # dnpfl runs whose feature network passes relu(q) (feature_act "relu") rather than q·gate
+        relu_feature = [m.feature_act == "relu" for m in soft]
+        self.register_buffer("relu_feature", torch.tensor(relu_feature, dtype=torch.bool).reshape(shape))
+        self.feature_mode = "relu" if soft and all(relu_feature) else "mixed" if any(relu_feature) else "gated"
 
     # -- parameters ---------------------------------------------------------------------------------------------
     def trainable(self) -> list[nn.Parameter]:
@@ -174,12 +178,26 @@ class StackedDGN(nn.Module):
                 z = self._reshape(z, n)
             if role == "soft":
                 q = self._linear(l, z, self.soft_w[l], self.soft_b[l], n, shared and l == 0)
-                z = q * self._soft_gate(q, l)
+                z = self._soft_next(q, l)
             else:
                 q = self._linear(l, z, getattr(self, f"hard_w{l}"), getattr(self, f"hard_b{l}"), n, shared and l == 0)
                 z = torch.relu(q)
             pres.append(q)
         return pres
+
+    def _soft_next(self, q: torch.Tensor, l: int) -> torch.Tensor:
+        """What the soft feature stacks pass to their next layer: q·gate, relu(q), or per run (`feature_act`)."""
+        if self.feature_mode == "relu":
+            return torch.relu(q)
+        gated = q * self._soft_gate(q, l)
+        if self.feature_mode == "gated":
+            return gated
+        mask = self.relu_feature  # a where() routes each run's gradient to its own branch only, exactly
+        if self.conv[l]:
+            qv = q.reshape(q.shape[0], mask.shape[0], -1, *q.shape[2:])
+            out = torch.where(self._scale(mask, l), torch.relu(qv), gated.reshape(qv.shape))
+            return out.reshape(q.shape)
+        return torch.where(mask, torch.relu(q), gated)
 
     def _soft_gate(self, q: torch.Tensor, l: int) -> torch.Tensor:
         """(1 + ε)·sigmoid(β q), with each soft run's own β and ε."""

@@ -30,7 +30,8 @@ import numpy as np
 from . import data
 from .ensemble import train_ensemble
 from .runcheck import StoreError
-from .runs import METRICS, RunResult, RunSpec, RunStore, gate_weight_id
+from .runs import METRICS, GateSource, RunResult, RunSpec, RunStore, gate_weight_id
+from .selection import best_test_epoch
 
 # At most this many runs train as one ensemble. On the CPU a run's step costs about the same from 4 to 25 runs per
 # group (bench/bench_sweep.py), so small groups lose nothing there and gain: an interrupted sweep loses at most one
@@ -169,14 +170,28 @@ class Progress:
             self.bar.close()
 
 
-def _needed_weights(specs: Sequence[RunSpec]) -> dict[str, tuple[RunSpec, set[int]]]:
-    """relu key → (its spec, the epochs whose weights flnpf runs copy)."""
-    need: dict[str, tuple[RunSpec, set[int]]] = {}
+def _needed_weights(specs: Sequence[RunSpec]) -> dict[str, tuple[RunSpec, set[int | str]]]:
+    """relu key → (its spec, the epochs whose weights flnpf runs copy; "best" for its best-test-accuracy epoch)."""
+    need: dict[str, tuple[RunSpec, set[int | str]]] = {}
     for spec in specs:
         if spec.gate_source is not None:
-            src = spec.gate_source.spec
-            need.setdefault(src.key(), (src, set()))[1].add(spec.gate_source.epoch)
+            src = spec.gate_source
+            need.setdefault(src.spec.key(), (src.spec, set()))[1].add("best" if src.select == "best" else src.epoch)
     return need
+
+
+def _source_epoch(source: GateSource, result: RunResult | None) -> int | None:
+    """The epoch of the relu run whose weights a flnpf run copies (for "best": read from its stored rows)."""
+    if source.select != "best":
+        return source.epoch
+    return None if result is None else best_test_epoch(result.rows)
+
+
+def _with_weight_requests(spec: RunSpec, wanted: set[int | str]) -> RunSpec:
+    """`spec` asking to keep the weights that flnpf runs copy (epochs, and the best-test-accuracy checkpoint)."""
+    epochs = {e for e in wanted if e != "best"}
+    return spec.replace(keep_weights=tuple(sorted(set(spec.keep_weights) | epochs)),
+                        keep_best=spec.keep_best or "best" in wanted)
 
 
 def run_sweep(
@@ -203,8 +218,9 @@ def run_sweep(
     need = _needed_weights(specs)
     by_key: dict[str, RunSpec] = {}
     for s in specs:  # the same run asked twice: one run, keeping the weights either asks for
-        kept = by_key[s.key()].keep_weights if s.key() in by_key else ()
-        by_key[s.key()] = s.replace(keep_weights=tuple(sorted({*kept, *s.keep_weights})))
+        prev = by_key.get(s.key())
+        by_key[s.key()] = s.replace(keep_weights=tuple(sorted({*(prev.keep_weights if prev else ()), *s.keep_weights})),
+                                    keep_best=s.keep_best or bool(prev and prev.keep_best))
     for key, (src, _) in need.items():
         by_key.setdefault(key, src)
 
@@ -215,8 +231,11 @@ def run_sweep(
             return True
         if stored.status == "invalid":  # it would diverge again: an invalid run keeps no weights to wait for
             return False
-        epochs = need.get(key, (None, set()))[1] | set(spec.keep_weights)
-        return not all(store.has_weights(key, e) for e in epochs)
+        wanted = need.get(key, (None, set()))[1]
+        epochs = {e for e in wanted if e != "best"} | set(spec.keep_weights)
+        if "best" in wanted or spec.keep_best:
+            epochs.add(best_test_epoch(stored.rows))  # None (no trained epoch) has no weights: retrain
+        return not all(e is not None and store.has_weights(key, e) for e in epochs)
 
     todo = [s for s in by_key.values() if pending(s)]
     if todo and getattr(store, "read_only", False):
@@ -224,8 +243,7 @@ def run_sweep(
         raise StoreError(f"{len(todo)} runs are missing from the read-only run store {store.root} (or lack the "
                          f"weights asked for): {shown}; a read-only store never trains: restore runs/ or run "
                          "`dgn reproduce` to train them")
-    first = [s.replace(keep_weights=tuple(sorted(set(s.keep_weights) | need.get(s.key(), (None, set()))[1])))
-             for s in todo if s.gate_source is None]
+    first = [_with_weight_requests(s, need.get(s.key(), (None, set()))[1]) for s in todo if s.gate_source is None]
     second = [s for s in todo if s.gate_source is not None]
     bar = Progress(len(todo), sum(s.epochs for s in todo), len(by_key) - len(todo), progress)
     try:
@@ -237,8 +255,9 @@ def run_sweep(
                 weights = {}
                 for s in group:
                     if s.gate_source is not None:
-                        wid = gate_weight_id(s.gate_source)
-                        weights[wid] = store.weights(s.gate_source.spec.key(), s.gate_source.epoch)
+                        wid, key = gate_weight_id(s.gate_source), s.gate_source.spec.key()
+                        epoch = _source_epoch(s.gate_source, store.get(key))
+                        weights[wid] = None if epoch is None else store.weights(key, epoch)
                         if weights[wid] is None:
                             raise RuntimeError(f"the relu run {wid} was not stored with the weights flnpf needs")
                 tasks.append(GroupTask(group, weights, device))

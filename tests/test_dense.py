@@ -19,21 +19,38 @@ CONFIGS = [(opt, loss, bias) for opt in ("adam", "sgd", "rmsprop") for loss in (
 LR = {"adam": 1e-2, "sgd": 5e-2, "rmsprop": 1e-3}
 
 
-def _models(bias: bool) -> list:
+def _models(bias: bool, features: tuple[str, ...] = ("gated",)) -> list:
+    """One network of every variant; one dnpfl per entry of `features` (its feature pass, models.FEATURE_ACTS)."""
     spec = ModelSpec("fc", d_in=6, width=16, depth=4, d_out=3, bias=bias)
     relu = spec.build(99)
     out = []
     for i, v in enumerate(VARIANTS):
-        m = spec.replace(variant=v, beta=1.0 + i).build(i)
-        if v == "flnpf":
-            m.copy_gates_from(relu)
-        out.append(m)
+        for j, act in enumerate(features if v == "dnpfl" else ("gated",)):
+            m = spec.replace(variant=v, beta=1.0 + i + j, feature_act=act).build(i + 10 * j)
+            if v == "flnpf":
+                m.copy_gates_from(relu)
+            out.append(m)
     return out
 
 
 @pytest.mark.parametrize("optimizer,loss,bias", CONFIGS, ids=["-".join(map(str, c)) for c in CONFIGS])
 def test_dense_step_equals_autograd_bitwise(optimizer, loss, bias):
-    ref, fast = StackedDGN(_models(bias)), StackedDGN(_models(bias))
+    _check_bitwise(optimizer, loss, bias, ("gated",))
+
+
+FEATURES = [(opt, loss, bias, feats) for opt, loss, bias in (("adam", "ce", True), ("sgd", "mse", False))
+            for feats in (("relu",), ("relu", "gated"))]
+
+
+@pytest.mark.parametrize("optimizer,loss,bias,features", FEATURES, ids=["-".join(map(str, c[:3])) + "-" + "+".join(c[3])
+                                                                         for c in FEATURES])
+def test_dense_step_equals_autograd_bitwise_with_relu_feature_networks(optimizer, loss, bias, features):
+    """dnpfl with a ReLU feature network (the reference's), alone or stacked beside the legacy q·gate pass."""
+    _check_bitwise(optimizer, loss, bias, features)
+
+
+def _check_bitwise(optimizer: str, loss: str, bias: bool, features: tuple[str, ...]) -> None:
+    ref, fast = StackedDGN(_models(bias, features)), StackedDGN(_models(bias, features))
     ref_opt = make_optimizer(optimizer, ref.trainable(), LR[optimizer])
     fast_opt = make_optimizer(optimizer, fast.trainable(), LR[optimizer])
     gen = torch.Generator().manual_seed(0)
@@ -58,7 +75,7 @@ def test_dense_step_equals_autograd_bitwise(optimizer, loss, bias):
         for name, state in ref_opt.state[p].items():
             assert torch.equal(state, fast_opt.state[q][name]), name
     # a wrong gradient would show: the 12 steps moved every weight
-    assert all(not torch.equal(p, q) for p, q in zip(ref.trainable(), StackedDGN(_models(bias)).trainable())
+    assert all(not torch.equal(p, q) for p, q in zip(ref.trainable(), StackedDGN(_models(bias, features)).trainable())
                if p.numel())
 
 

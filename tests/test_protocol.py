@@ -1,0 +1,110 @@
+"""The reference protocol's pieces: dnpfl's ReLU feature network, flnpf's best checkpoint, the test set's halves, and
+the run keys of the committed store left as they were."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from dgnlib import comparison
+from dgnlib.memstore import MemoryStore
+from dgnlib.models import DGN
+from dgnlib.report import repo_root
+from dgnlib.runs import DataSpec, GateSource, ModelSpec, RunSpec, gate_weight_id
+from dgnlib.selection import best_test_epoch
+from dgnlib.sweep import run_sweep
+
+SYNTH = DataSpec("synthetic", n_train=120, n_test=41, shape=(6,), n_classes=3, val_fraction=0.0)
+
+
+def test_committed_run_keys_still_hash_the_same():
+    """Figure 06's published protocol (legacy dnpfl pass, flnpf on the final epoch) keeps its keys in runs/."""
+    mnist = comparison.image_data("mnist", 0, 0, 0.1, 0)
+    model = comparison.fc_model(784, 128, 6, 10, init="glorot", beta=4.0)
+    seeds = comparison.run_seeds(0, 5)
+    specs = comparison.variant_specs(model, mnist, ["relu", "dnpfl", "flnpf"], seeds, optimizer="adam", lr=1e-4,
+                                     batch_size=32, epochs=100, loss="ce")
+    for spec in specs.values():
+        key = spec.key()
+        assert (repo_root() / "runs" / key[:2] / f"{key}.json").is_file(), spec.model.variant
+
+
+def test_new_fields_enter_the_key_only_away_from_their_defaults():
+    base = RunSpec(ModelSpec("fc", "dnpfl", d_in=6, width=8, depth=3, d_out=3), SYNTH, 1, epochs=2)
+    assert "feature_act" not in base.describe()["model"]
+    relu_feature = base.replace(model=base.model.replace(feature_act="relu"))
+    assert relu_feature.key() != base.key() and relu_feature.describe()["model"]["feature_act"] == "relu"
+    assert relu_feature.group_key() == base.group_key()  # one stack may hold both
+    relu = base.replace(model=base.model.replace(variant="relu"))
+    final, best = (RunSpec(relu.model.replace(variant="flnpf"), SYNTH, 1, epochs=2, gate_source=GateSource(relu, 2, s))
+                   for s in ("epoch", "best"))
+    assert "select" not in final.describe()["gate_source"] and final.key() != best.key()
+    assert base.replace(keep_best=True).key() == base.key()  # a storage request
+    with pytest.raises(ValueError, match="feature_act"):
+        ModelSpec("fc", "relu", feature_act="relu")
+    with pytest.raises(ValueError, match="epoch must be 2"):
+        GateSource(relu, 1, "best")
+
+
+def test_relu_feature_network_propagates_relu_and_sets_soft_gates():
+    torch.manual_seed(0)
+    net = DGN(5, 7, 4, 2, variant="dnpfl", beta=3.0, eps=0.1, init="glorot", seed=3, feature_act="relu")
+    x = torch.randn(9, 5)
+    zf, z = x, x
+    for l in range(3):
+        qf = net.feature[l](zf)
+        gate = 1.1 * torch.sigmoid(3.0 * qf)
+        zf = torch.relu(qf)  # the feature network is a ReLU network
+        z = net.value[l](z) * gate  # its pre-activations gate the value network softly
+    assert torch.allclose(net(x), net.value[3](z), atol=1e-6)
+    legacy = DGN(5, 7, 4, 2, variant="dnpfl", beta=3.0, eps=0.1, init="glorot", seed=3)
+    assert not torch.allclose(legacy(x), net(x), atol=1e-4)  # the legacy pass q·gate differs
+    net(x).square().sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in net.feature.parameters())  # it is trained
+
+
+def test_best_test_epoch_is_the_first_maximum_after_initialisation():
+    rows = [{"epoch": 0, "test_acc": 0.99}, {"epoch": 1, "test_acc": 0.5}, {"epoch": 2, "test_acc": 0.7},
+            {"epoch": 3, "test_acc": float("nan")}, {"epoch": 4, "test_acc": 0.7}, {"epoch": 5, "test_acc": 0.6}]
+    assert best_test_epoch(rows) == 2
+    assert best_test_epoch(rows[:1]) is None
+
+
+class _Recorder:
+    """An executor that runs tasks here and keeps them (to see which weights flnpf was given)."""
+
+    def __init__(self) -> None:
+        self.tasks = []
+
+    def map(self, fn, items):
+        items = list(items)
+        self.tasks += items
+        return [fn(t) for t in items]
+
+
+def test_flnpf_copies_the_relu_runs_best_test_accuracy_checkpoint():
+    relu = RunSpec(ModelSpec("fc", d_in=6, width=16, depth=3, d_out=3, init="glorot"), SYNTH, 4, lr=3e-2,
+                   batch_size=8, epochs=6)
+    flnpf = RunSpec(relu.model.replace(variant="flnpf"), SYNTH, 4, lr=3e-2, batch_size=8, epochs=2,
+                    gate_source=GateSource(relu, 6, "best"))
+    store, ex = MemoryStore(), _Recorder()
+    results = run_sweep([relu, flnpf], store, executor=ex, progress=False, device="cpu")
+    rows = results[relu.key()].rows
+    best = best_test_epoch(rows)
+    assert best is not None and store.has_weights(relu.key(), best)
+    given = next(t.gate_weights for t in ex.tasks if t.gate_weights)[gate_weight_id(flnpf.gate_source)]
+    kept = store.weights(relu.key(), best)
+    assert all(np.array_equal(given[k], kept[k]) for k in kept)
+    # the checkpoint is the first maximum of the test accuracy over epochs 1..6
+    accs = [r["test_acc"] for r in rows[1:]]
+    assert accs[best - 1] == max(accs) and all(a < max(accs) for a in accs[: best - 1])
+
+
+def test_each_epoch_logs_the_test_sets_two_fixed_halves():
+    spec = RunSpec(ModelSpec("fc", d_in=6, width=8, depth=3, d_out=3, init="glorot"), SYNTH, 2, lr=1e-2,
+                   batch_size=8, epochs=2)
+    result = run_sweep([spec], MemoryStore(), executor=_Recorder(), progress=False, device="cpu")[spec.key()]
+    for row in result.rows:  # 41 test examples: 21 at even positions, 20 at odd ones
+        assert math.isclose((21 * row["test_acc_a"] + 20 * row["test_acc_b"]) / 41, row["test_acc"], abs_tol=1e-12)
+        assert math.isclose(row["test_acc_a"] * 21, round(row["test_acc_a"] * 21), abs_tol=1e-9)
