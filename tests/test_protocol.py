@@ -108,3 +108,22 @@ def test_each_epoch_logs_the_test_sets_two_fixed_halves():
     for row in result.rows:  # 41 test examples: 21 at even positions, 20 at odd ones
         assert math.isclose((21 * row["test_acc_a"] + 20 * row["test_acc_b"]) / 41, row["test_acc"], abs_tol=1e-12)
         assert math.isclose(row["test_acc_a"] * 21, round(row["test_acc_a"] * 21), abs_tol=1e-9)
+
+
+def test_split_half_selection_on_a_hand_made_history():
+    from dgnlib.selection import split_half_selected
+
+    rows = [{"epoch": 0, "test_acc_a": 1.0, "test_acc_b": 1.0},  # initialisation: never chosen
+            {"epoch": 1, "test_acc_a": 0.90, "test_acc_b": 0.80},
+            {"epoch": 2, "test_acc_a": 0.95, "test_acc_b": 0.70},  # a's best: report b 0.70
+            {"epoch": 3, "test_acc_a": 0.60, "test_acc_b": 0.85}]  # b's best: report a 0.60
+    assert math.isclose(split_half_selected(rows), (0.70 + 0.60) / 2)
+    assert math.isnan(split_half_selected([{"epoch": 1, "test_acc": 0.9}]))  # a run stored before the halves
+
+
+def test_the_follow_up_table_has_both_optimisers_and_every_variant():
+    from dgnlib.selection import FOLLOW_UP_FC_MNIST
+
+    for opt in ("adam", "sgd"):
+        assert set(FOLLOW_UP_FC_MNIST[opt]) == {"frnpf-ii", "frnpf-di", "flnpf", "dnpfl", "relu"}
+    assert FOLLOW_UP_FC_MNIST["adam"]["dnpfl"] == (98.22, 0.05) and "neural-path-kernel" in FOLLOW_UP_FC_MNIST["source"]
