@@ -17,7 +17,7 @@ from pathlib import Path
 
 from dgnlib import params
 from dgnlib.companion import cache, preflight, table
-from dgnlib.companion.execute import Job, Kernels, Result, execute
+from dgnlib.companion.execute import Job, Kernels, Result, execute, relocate_copy
 from dgnlib.companion.fsio import (
     Interrupted,
     complete_notebook,
@@ -210,6 +210,8 @@ class Run:
             "claim": record.get("claim"), "verdict": record.get("verdict"),
         }
         cache_entry = cache.make_entry(task, self.ctx, outputs, layout.rel(executed_to), entry)
+        relocate_copy(job.output, {layout.rel(job.out_dir): layout.rel(self.dest.figures),
+                                   layout.rel(job.output): layout.rel(executed_to)})
         try:
             commit(layout, self.dest, Staged(nb.id, job.out_dir, job.output, executed_to, entry,
                                              cache.entry_path(self.dest, nb.id), cache_entry))
