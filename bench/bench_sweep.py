@@ -32,12 +32,13 @@ import time
 
 import torch
 
-from dgnlib import dense
-from dgnlib.ensemble import make_optimizer, per_run_loss
-from dgnlib.models import DGN, VARIANTS
-from dgnlib.stacked import StackedDGN
-from dgnlib.sweep import MAX_GROUP_RUNS
-from dgnlib.threads import single_thread
+from dgnlib.core.models import DGN
+from dgnlib.engine import dense
+from dgnlib.engine.ensemble import make_optimizer, per_run_loss
+from dgnlib.engine.stacked import StackedDGN
+from dgnlib.engine.sweep import MAX_GROUP_RUNS
+from dgnlib.engine.threads import single_thread
+from dgnlib.names import VARIANTS
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_workers import Workers  # noqa: E402  (a sibling module, importable by the spawned workers)

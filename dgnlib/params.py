@@ -21,25 +21,8 @@ from typing import Any
 
 import yaml
 
-from dgnlib.constraints import (  # noqa: F401 (re-exported: the parameter API lives in dgnlib.params)
-    Bool,
-    Choice,
-    Constraint,
-    Dict,
-    Float,
-    FloatList,
-    Folder,
-    Int,
-    IntList,
-    Optional,
+from dgnlib.constraints import (
     ParamError,
-    Rule,
-    Schema,
-    Str,
-    StrList,
-    check_value,
-    json_problem,
-    number_hint,
 )
 
 RUNNER_ENV = "DGN_RUNNER"  # set by `dgn reproduce` (and `make nbval`) for the kernels it starts

@@ -40,7 +40,7 @@ if fail:
 (out / "{id}.json").write_text(json.dumps({{"claim": "claim {id}", "verdict": "held", "profile": profile}}))
 """
 
-SCHEMAS = '''from dgnlib.params import Bool, Choice, Float, Int, IntList, Schema, Str
+SCHEMAS = '''from dgnlib.constraints import Bool, Choice, Float, Int, IntList, Schema, Str
 
 COMMON = {"profile": Choice("smoke", "quick", "paper"), "out_dir": Str(empty=True), "seed": Int(min=0),
           "n": Int(min=1), "lr": Float(low=0, closed="neither"), "depths": IntList(min=2),
@@ -106,6 +106,6 @@ def add_index(root: Path) -> Path:
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, root / "notebooks" / "00_index.ipynb")
     schemas = root / "dgnlib" / "schemas.py"
-    schemas.write_text(schemas.read_text() + 'from dgnlib.params import Folder\nSCHEMAS["00_index"] = Schema({'
+    schemas.write_text(schemas.read_text() + 'from dgnlib.constraints import Folder\nSCHEMAS["00_index"] = Schema({'
                        '**{k: COMMON[k] for k in ("profile", "out_dir", "seed")}, "figures_dir": Folder()})\n')
     return root

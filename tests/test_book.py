@@ -9,9 +9,10 @@ import nbformat
 import pytest
 import yaml
 
-from dgnlib import provenance, render
-from dgnlib.book_cells import LONG_CELL, plain_title
-from dgnlib.report import repo_root
+from dgnlib import names
+from dgnlib.companion import book_cells, provenance, render
+from dgnlib.companion.book_cells import LONG_CELL, plain_title
+from dgnlib.names import repo_root
 
 ROOT = repo_root()
 BUILT = ("00_index", "01_dgn_paths", "03_depth_spectrum")  # 02 is left out on purpose: a partial set
@@ -56,8 +57,8 @@ def test_parameters_injected_and_setup_cells_are_folded_and_the_rest_is_not():
         nbformat.v4.new_markdown_cell("## Results"),
         nbformat.v4.new_code_cell("np.zeros(3)"),
     ])
-    render.fold_setup_cells(nb)
-    assert [render.FOLD in c.metadata.get("tags", []) for c in nb.cells] == [False, True, True, True, False, False]
+    book_cells.fold_setup_cells(nb)
+    assert [book_cells.FOLD in c.metadata.get("tags", []) for c in nb.cells] == [False, True, True, True, False, False]
 
 
 def test_plotting_and_long_cells_are_folded_and_short_ones_are_not():
@@ -68,8 +69,8 @@ def test_plotting_and_long_cells_are_folded_and_short_ones_are_not():
         nbformat.v4.new_code_cell("\n".join(f"x{i} = {i}" for i in range(LONG_CELL))),
         nbformat.v4.new_code_cell("print(1)", metadata={"tags": ["remove-input"]}, outputs=[image]),
     ])
-    render.fold_plotting_cells(nb)
-    assert [c.metadata["tags"] for c in nb.cells] == [[render.FOLD], [render.FOLD], [], ["remove-input"]]
+    book_cells.fold_plotting_cells(nb)
+    assert [c.metadata["tags"] for c in nb.cells] == [[book_cells.FOLD], [book_cells.FOLD], [], ["remove-input"]]
 
 
 def test_provenance_says_verified_when_the_manifest_records_it_and_not_yet_verified_otherwise():
@@ -127,7 +128,7 @@ def test_display_math_stands_in_its_own_paragraph(path):
 
 
 def test_render_without_executed_notebooks_says_where_to_look(tmp_path, capsys):
-    assert render.render(ROOT, source=tmp_path) == render.EXIT_BAD_INPUT
+    assert render.render(ROOT, source=tmp_path) == names.EXIT_BAD_INPUT
     assert "nothing to render" in capsys.readouterr().err
 
 
@@ -153,7 +154,7 @@ def book(tmp_path_factory):
     (work / "figures" / "MANIFEST.json").write_text(json.dumps({"figures": {
         "01": {**entry, "verified": VERIFIED, "runs_read": {KEY: {"result.json": "0" * 64}}}, "03": entry}}))
     dest = work / "html"
-    assert render.render(ROOT, dest=dest, source=executed) == render.EXIT_OK
+    assert render.render(ROOT, dest=dest, source=executed) == names.EXIT_OK
     return {"html": dest, "work": work}
 
 
@@ -237,7 +238,7 @@ def test_the_caption_sits_on_the_figure_the_claim_check_records_not_on_the_explo
     explorer = next(c for c in nb.cells if c.cell_type == "code" and "spectrum_explorer" in c.source)
     labelled = next(c for c in nb.cells if c.cell_type == "code" and "fig = plt.figure" in c.source)
     nb_copy = nbformat.from_dict(nb)
-    render.label_figure(nb_copy, "03", "t")
+    book_cells.label_figure(nb_copy, "03", "t")
     marked = [c for c in nb_copy.cells if c.get("metadata", {}).get("mystnb")]
     assert [c.source for c in marked] == [labelled.source] and explorer.source not in figure.group(0)
 

@@ -7,8 +7,10 @@ import pandas as pd
 import pytest
 import torch
 
-from dgnlib import depth, depth_training, seeding, stats, theory
-from dgnlib.train import gd_fixed_gates
+from dgnlib import seeding, stats
+from dgnlib.core import theory
+from dgnlib.engine.reference import gd_fixed_gates
+from dgnlib.experiments import depth, depth_training
 
 
 def test_unit_sphere_data_is_unit_norm_balanced_and_seeded():

@@ -1,5 +1,5 @@
-"""The falsification suite (`dgnlib.falsification`): every figure run under a setting where its claim must not come
-out held, through its notebook (papermill, smoke sizes, a private run store and output folder)."""
+"""The falsification suite (`dgnlib.experiments.falsification`): every figure run under a setting where its claim must
+not come out held, through its notebook (papermill, smoke sizes, a private run store and output folder)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import papermill
 import pytest
 import yaml
 
-from dgnlib import falsification
+from dgnlib.experiments import falsification
 
 ROOT = Path(__file__).resolve().parent.parent
 SMOKE = yaml.safe_load((ROOT / "profiles" / "smoke.yaml").read_text())

@@ -163,7 +163,7 @@ def full_for_01(src, dst):
         raise OSError(errno.ENOSPC, "No space left on device", str(dst))
     real(src, dst)
 manifest.move_atomic = full_for_01
-from dgnlib.cli import main
+from dgnlib.companion.cli import main
 sys.exit(main(sys.argv[1:]))
 """
 
@@ -220,7 +220,7 @@ def move_and_term(src, dst):
         os.kill(os.getpid(), signal.SIGTERM)  # held back until the commit completes
     real(src, dst)
 manifest.move_atomic = move_and_term
-from dgnlib.cli import main
+from dgnlib.companion.cli import main
 sys.exit(main(sys.argv[1:]))
 """
 
@@ -266,20 +266,20 @@ def test_prepare_refuses_to_overwrite_tracked_notebooks(tmp_path):
 
 
 def test_editor_leftovers_are_no_science_sources(tmp_path):
-    from dgnlib import cluster
     from dgnlib.companion import cache
+    from dgnlib.engine import sources
 
     package = tmp_path / "dgnlib"
     (package / "companion").mkdir(parents=True)
     (package / "models.py").write_text("A = 1\n")
     (package / "companion" / "cli.py").write_text("B = 1\n")
     before = cache.source_hashes(package)
-    assert set(before) == {"models.py"} and cluster.source_hashes(package) == before
+    assert set(before) == {"models.py"} and sources.source_hashes(package) == before
     (package / ".ipynb_checkpoints").mkdir()
     (package / ".ipynb_checkpoints" / "models-checkpoint.py").write_text("A = 2\n")
     (package / ".#models.py").symlink_to("user@host.1234:1700000000")  # Emacs's lock: a dangling link
     (package / "models.py~").write_text("A = 0\n")
-    assert cache.source_hashes(package) == before and cluster.source_hashes(package) == before
+    assert cache.source_hashes(package) == before and sources.source_hashes(package) == before
     (package / "sub").mkdir()
     (package / "sub" / "x.py").write_text("C = 1\n")
     assert "sub/x.py" in cache.source_hashes(package)  # a real new module still counts

@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from dgnlib import listing, render
-from dgnlib.companion import table
-from dgnlib.report import repo_root
+from dgnlib.companion import listing, render, table
+from dgnlib.names import repo_root
 from dgnlib.verdict import RULE, VERDICTS
 
 ROOT = repo_root()
@@ -54,7 +53,7 @@ def test_no_reference_to_a_file_outside_the_repository(path):
 
 
 def test_readme_describes_every_reproduce_option():
-    from dgnlib.cli import build_parser
+    from dgnlib.companion.cli import build_parser
 
     text = (ROOT / "README.md").read_text()
     reproduce = build_parser()._subparsers._group_actions[0].choices["reproduce"]

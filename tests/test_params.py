@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from dgnlib import params, schemas
+from dgnlib import constraints, params, schemas
 from dgnlib.companion.plan import parameters_cell
-from dgnlib.params import Choice, Float, FloatList, Int, IntList, Optional, ParamError, Schema, StrList
+from dgnlib.constraints import Choice, Float, FloatList, Int, IntList, Optional, ParamError, Schema, StrList
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -43,9 +43,10 @@ def test_the_profiles_pass_the_schemas(profile):
 
 
 def test_names_repeated_for_the_runner_equal_the_science_modules():
-    from dgnlib import models, paths, train
+    from dgnlib import names
+    from dgnlib.core import paths
 
-    assert schemas.VARIANTS == models.VARIANTS and schemas.OPTIMIZERS == train.OPTIMIZERS
+    assert names.VARIANTS == names.VARIANTS and names.OPTIMIZERS == names.OPTIMIZERS
     assert schemas.MAX_PATHS == paths.MAX_PATHS
 
 
@@ -81,7 +82,7 @@ def test_notebooks_bind_once_raise_nothing_for_validation_and_record_what_they_c
 def test_constraints_accept_reject_and_describe(constraint, good, bad, message):
     assert all(constraint.ok(v) for v in good)
     assert not any(constraint.ok(v) for v in bad)
-    assert message in params.check_value(constraint, bad[0])
+    assert message in constraints.check_value(constraint, bad[0])
 
 
 def test_one_checker_lists_every_problem_with_uniform_messages_and_hints():
@@ -99,12 +100,12 @@ def test_one_checker_lists_every_problem_with_uniform_messages_and_hints():
 
 @pytest.mark.parametrize("value", [(1, 2), {1, 2}, {1: "a"}, [1, object()], {"a": [float("inf")]}, b"x"])
 def test_only_json_values_pass_all_the_way_down(value):
-    assert params.json_problem(value) is not None
-    assert params.check_value(params.Dict(), value) is not None
+    assert constraints.json_problem(value) is not None
+    assert constraints.check_value(constraints.Dict(), value) is not None
 
 
 def test_rules_run_only_on_individually_valid_values():
-    rule = params.Rule(("a", "b"), "a must not exceed b", lambda v: v["a"] <= v["b"])
+    rule = constraints.Rule(("a", "b"), "a must not exceed b", lambda v: v["a"] <= v["b"])
     schema = Schema({"a": Int(), "b": Int()}, [rule])
     assert schema.problems({"a": 3, "b": 2}, "x") == ["x: a must not exceed b; got a=3, b=2"]
     assert schema.problems({"a": "3", "b": 2}, "x") == ["x: parameter 'a' must be an integer; got '3'"]

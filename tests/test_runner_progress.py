@@ -17,8 +17,8 @@ SWEEP = textwrap.dedent(f"""
     import sys
     sys.path.insert(0, {str(ROOT)!r})  # the real dgnlib, not this test repository's stand-in
     import os
-    from dgnlib.runs import DataSpec, ModelSpec, RunSpec, RunStore
-    from dgnlib.sweep import run_sweep
+    from dgnlib.engine.runs import DataSpec, ModelSpec, RunSpec, RunStore
+    from dgnlib.engine.sweep import run_sweep
     data = DataSpec("synthetic", n_train=200, n_test=20, shape=(4,), n_classes=2, val_fraction=0.1)
     model = ModelSpec("fc", d_in=4, width=8, depth=3, d_out=2)
     specs = [RunSpec(model, data, 0, lr=lr, batch_size=8, epochs=6) for lr in (1e-2, 2e-2, 3e-2)]

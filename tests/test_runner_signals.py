@@ -118,7 +118,7 @@ def move_then_die(src, dst):
     if len(moved) == 2:  # two of 02's files are in place, the rest, the manifest and the cache entry are not
         os.kill(os.getpid(), signal.SIGKILL)
 manifest.move_atomic = move_then_die
-from dgnlib.cli import main
+from dgnlib.companion.cli import main
 sys.exit(main(sys.argv[1:]))
 """
 

@@ -6,7 +6,7 @@ import re
 import tomllib
 import yaml
 
-from dgnlib.report import repo_root
+from dgnlib.names import repo_root
 
 ROOT = repo_root()
 CONDA_NAMES = {"torch": "pytorch"}  # PyPI name → conda-forge name where they differ

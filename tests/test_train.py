@@ -7,10 +7,10 @@ import pytest
 import torch
 from synthetic import two_blobs
 
-from dgnlib import theory
-from dgnlib.kernels import value_ntk
-from dgnlib.models import DGN
-from dgnlib.train import fit, gd_fixed_gates, seed_everything
+from dgnlib.core import theory
+from dgnlib.core.kernels import value_ntk
+from dgnlib.core.models import DGN
+from dgnlib.engine.reference import fit, gd_fixed_gates, seed_everything
 
 
 def blobs(n=200, d=5, seed=0):

@@ -2,7 +2,7 @@
 
 The key is made of the effective parameters, the notebook's code cells, the `*.py` sources of the science modules
 of the checkout the kernel imports (`companion/` excluded: tooling), the versions of the main packages, and the
-data hashes (read as data from `dgnlib/data_hashes.py`, without importing torch).
+data hashes (read as data from `dgnlib/data/hashes.py`, without importing torch).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 from dgnlib.companion.fsio import digest, read_json, sha256_file
 from dgnlib.companion.layout import Destination, Layout
 from dgnlib.companion.plan import Task
-from dgnlib.sources import science_sources
+from dgnlib.engine.sources import science_sources
 
 CACHE_FORMAT = 2
 MAIN_PACKAGES = ("dgnlib", "torch", "numpy", "scipy", "pandas", "matplotlib", "seaborn", "pooch", "papermill",
@@ -31,7 +31,7 @@ def science_dir(layout: Layout) -> Path:
 
 
 def source_hashes(package: Path) -> dict[str, str]:
-    """SHA-256 of every science source of the package (`dgnlib.sources`: one rule with the Dask fingerprint)."""
+    """SHA-256 of every science source of the package (`dgnlib.engine.sources`: one rule with the Dask fingerprint)."""
     return {p.relative_to(package).as_posix(): sha256_file(p) for p in science_sources(package)}
 
 

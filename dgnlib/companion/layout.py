@@ -6,9 +6,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_BAD_INPUT = 2
 # a notebook's wall-clock limit: far above the slowest paper-profile figure on 2 CPU cores (figure 06, 2 h 32 min)
 DEFAULT_TIMEOUT_S = 24 * 3600.0
 PUBLISHED_PROFILE = "paper"  # the profile whose runs are published (committed) without --publish

@@ -28,10 +28,11 @@ from dgnlib.companion.fsio import (
     signals_call,
     signals_raise,
 )
-from dgnlib.companion.layout import DEFAULT_TIMEOUT_S, EXIT_FAILED, EXIT_OK, INDEX_ID, InputError, Layout
+from dgnlib.companion.layout import DEFAULT_TIMEOUT_S, INDEX_ID, InputError, Layout
 from dgnlib.companion.manifest import Manifest, Staged, commit, journal_path, recover, restore_entry, stage_outputs
 from dgnlib.companion.plan import Plan, Task, make_plan
 from dgnlib.companion.progress import PROGRESS_FILE_ENV, SweepTail
+from dgnlib.names import EXIT_FAILED, EXIT_OK
 
 
 def log(message: str) -> None:
@@ -299,7 +300,7 @@ def reproduce(layout: Layout, profile: str, only: str | None = None, sets: Seque
 
     `scheduler` (or the environment variable DGN_SCHEDULER): the address of a Dask scheduler that trains the sweeps'
     ensemble groups; it is checked before anything runs, and Dask is imported only when one is given.
-    `workers` (or DGN_WORKERS): processes training the groups of a sweep side by side here (`dgnlib.pool`); by
+    `workers` (or DGN_WORKERS): processes training the groups of a sweep side by side here (`dgnlib.engine.pool`); by
     default the usable cores divided by `jobs`. `timeout`: seconds a notebook may run (0 or None: no limit).
     """
     with signals_raise():
