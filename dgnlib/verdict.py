@@ -390,7 +390,3 @@ def _plain(value: Any) -> Any:
     if isinstance(value, Sequence):
         return [_plain(v) for v in value]
     return str(value)
-
-
-# `conclude` and `parts_table` live in dgnlib/record.py (which imports the names above), re-exported here so that a
-# notebook needs only `verdict`; the import comes last because record.py imports this module.

@@ -99,14 +99,14 @@ def test_fingerprint_differences_name_what_differs(tmp_path: Path) -> None:
     (tmp_path / "train.py").write_text("y = 2\n")
     assert list(sources.source_hashes(tmp_path)) == ["train.py"]  # the tooling wing is not checked
     mine = sources.fingerprint()
-    assert set(mine["files"]) >= {"cluster.py", "seeding.py", "__init__.py"}
+    assert set(mine["files"]) >= {"engine/cluster.py", "seeding.py", "__init__.py"}
     assert sources.differences(mine, mine) == []
     theirs = dict(mine, dgnlib="9.9.9", files={**mine["files"], "seeding.py": "0" * 64, "extra.py": "1" * 64},
                   sources="x")
-    del theirs["files"]["cluster.py"]
+    del theirs["files"]["engine/cluster.py"]
     diffs = sources.differences(mine, theirs)
     assert diffs[0] == f"dgnlib {mine['dgnlib']} here, 9.9.9 there"
-    assert diffs[1] == "dgnlib sources differ in cluster.py (missing there), extra.py (only there), seeding.py"
+    assert diffs[1] == "dgnlib sources differ in engine/cluster.py (missing there), extra.py (only there), seeding.py"
 
 
 @dataclasses.dataclass(frozen=True)

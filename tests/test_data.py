@@ -1,5 +1,5 @@
-"""dgnlib.engine.tensors on synthetic files: IDX / CIFAR parsing, verification, sources, bad inputs, helpers.
-No network."""
+"""dgnlib.data.files and dgnlib.engine.tensors on synthetic files: IDX / CIFAR parsing, verification, sources,
+bad inputs, helpers. No network."""
 
 from __future__ import annotations
 

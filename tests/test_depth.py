@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from autograd_reference import gd_fixed_gates
 
 from dgnlib import seeding, stats
 from dgnlib.core import theory
-from dgnlib.engine.reference import gd_fixed_gates
 from dgnlib.experiments import depth, depth_training
 
 

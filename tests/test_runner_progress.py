@@ -8,14 +8,15 @@ import re
 import textwrap
 
 import nbformat
-from companion_fixture import ROOT, dgn_process, make_repo, write_notebook
+from companion_fixture import dgn_process, make_repo, write_notebook
 from nbformat.v4 import new_code_cell
 
 from dgnlib.companion.progress import SweepTail, describe
+from dgnlib.names import repo_root
 
 SWEEP = textwrap.dedent(f"""
     import sys
-    sys.path.insert(0, {str(ROOT)!r})  # the real dgnlib, not this test repository's stand-in
+    sys.path.insert(0, {str(repo_root())!r})  # the real dgnlib, not this test repository's stand-in
     import os
     from dgnlib.engine.runs import DataSpec, ModelSpec, RunSpec, RunStore
     from dgnlib.engine.sweep import run_sweep

@@ -180,7 +180,7 @@ def test_conclude_records_then_raises_on_a_failed_check(tmp_path):
 
 def test_parts_table_lists_parts_then_checks():
     df = record.parts_table([v.paired([3.0, 4.0, 5.0], [1.0, 1.0, 1.5], name="a beats b")],
-                           [v.Check("x", False, "bad")])
+                            [v.Check("x", False, "bad")])
     assert list(df["what"]) == ["claim: a beats b", "identity: x"] and list(df["verdict"]) == ["held", "FAILED"]
 
 

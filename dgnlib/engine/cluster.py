@@ -291,8 +291,7 @@ class DaskExecutor:
                 raise WorkerMismatchError(_mismatch_message(worker, diffs))
 
     def check_data(self, names: Iterable[str]) -> None:
-        """Load and verify the named data sets (`dgnlib.engine.tensors` names) on every worker; a failure names
-        the worker."""
+        """Load and verify the named data sets (`engine.tensors` names) on every worker; a failure names the worker."""
         names = sorted(set(names))
         for worker, problem in sorted(self.client.run(_verify_data, names).items()):
             if problem:

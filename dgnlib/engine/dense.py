@@ -24,8 +24,7 @@ import warnings
 
 import torch
 
-from dgnlib.engine.ensemble import per_run_loss
-from dgnlib.engine.stacked import StackedDGN
+from dgnlib.engine.stacked import StackedDGN, per_run_loss
 
 # The largest gate table built, in bytes (bool, one byte per gate): 8 hard runs × 60 000 images × 640 gates = 307 MB.
 MAX_TABLE_BYTES = 1 << 30

@@ -28,7 +28,7 @@ from torch import nn
 
 from dgnlib.engine import tensors as datamod
 from dgnlib.engine.runs import RunResult, RunSpec, gate_weight_id
-from dgnlib.engine.stacked import StackedDGN
+from dgnlib.engine.stacked import StackedDGN, per_run_loss
 from dgnlib.engine.threads import single_thread
 from dgnlib.seeding import derive_seed
 
@@ -45,16 +45,6 @@ def make_optimizer(name: str, params: Sequence[nn.Parameter], lr: float, **const
         return cls(params, lr=lr, fused=True, **constants)
     except (RuntimeError, TypeError, ValueError):  # no fused kernel for this optimiser or device
         return cls(params, lr=lr, foreach=True, **constants)
-
-
-def per_run_loss(name: str, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Per-example loss (R, n) for outputs (R, n, k) and labels (R, n); as `train._loss` before its mean."""
-    if name == "ce":
-        return nn.functional.cross_entropy(out.flatten(0, 1), y.flatten(), reduction="none").view(y.shape)
-    if out.shape[-1] == 1:  # ±1 labels on one output
-        return 0.5 * (out[..., 0] - y.to(out.dtype)) ** 2
-    target = nn.functional.one_hot(y, out.shape[-1]).to(out.dtype)
-    return 0.5 * ((out - target) ** 2).sum(-1)
 
 
 def per_run_correct(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -249,7 +239,7 @@ def train_ensemble(
 
 def _train(specs: list[RunSpec], gate_weights: Mapping[str, Mapping[str, np.ndarray]] | None, dev: torch.device,
            on_epoch: Callable[[int, int], None] | None, step: str) -> list[RunResult]:
-    from dgnlib.engine import dense  # it imports this module's loss
+    from dgnlib.engine import dense  # lazily: the hand-written step is needed only when training
 
     first = specs[0]
     start = time.perf_counter()

@@ -1,8 +1,8 @@
-"""Which files are science sources (one rule for the runner's cache and the Dask fingerprint), and the fingerprint.
+"""The science sources of a package folder (one rule for the runner's cache and the Dask fingerprint), and the
+fingerprint that must match between a Dask client and its workers.
 
-A science source is a `.py` file that Python could import as a module of `dgnlib`: every folder on its path and its
-own name are identifiers, and it lies outside the tooling wing (`companion/`). Editor leftovers are therefore never
-sources: Jupyter's `.ipynb_checkpoints/models-checkpoint.py`, Emacs's lock link `.#models.py`, `models.py~`, `#x.py#`.
+What counts as a science source is declared once, in `dgnlib.names` (`TOOLING`, `is_science`): a `.py` file outside
+the tooling that Python could import as a module of `dgnlib`, so editor leftovers are never sources.
 """
 
 from __future__ import annotations
@@ -11,23 +11,14 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-PACKAGE = Path(__file__).resolve().parent
-TOOLING = ("companion",)  # subpackages of the tooling wing: never imported by a figure, so not a source
-
-
-def is_science_source(rel: Path) -> bool:
-    """Whether a path relative to the package is a science source (see the module docstring)."""
-    parts = rel.parts
-    if not parts or parts[0] in TOOLING or rel.suffix != ".py":
-        return False
-    return all(p.isidentifier() for p in (*parts[:-1], rel.stem))
+from dgnlib.names import PACKAGE, is_science
 
 
 def science_sources(package: Path) -> list[Path]:
     """The science sources of a package folder, sorted; only regular files (a dangling link is no source)."""
     package = Path(package)
     return sorted(p for p in package.rglob("*.py")
-                  if is_science_source(p.relative_to(package)) and p.is_file())
+                  if is_science(p.relative_to(package)) and p.is_file())
 
 
 # ---------------------------------------------------------------- what must be equal on a Dask client and its workers

@@ -237,3 +237,13 @@ class StackedDGN(nn.Module):
                 p = p.reshape(p.shape[0], self.R, -1).transpose(0, 1)
             out.append(p > 0)
         return out
+
+
+def per_run_loss(name: str, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per-example loss (R, n) for outputs (R, n, k) and labels (R, n); as `reference._loss` before its mean."""
+    if name == "ce":
+        return nn.functional.cross_entropy(out.flatten(0, 1), y.flatten(), reduction="none").view(y.shape)
+    if out.shape[-1] == 1:  # ±1 labels on one output
+        return 0.5 * (out[..., 0] - y.to(out.dtype)) ** 2
+    target = nn.functional.one_hot(y, out.shape[-1]).to(out.dtype)
+    return 0.5 * ((out - target) ** 2).sum(-1)

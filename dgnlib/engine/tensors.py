@@ -1,7 +1,6 @@
 """Data as tensors: subsets, transforms, the splits a run sees (`materialise` of a `DataSpec`).
 
-The files themselves (where they are looked for, how they are fetched and verified) are `dgnlib.data.files`; its public
-names are re-exported here, so `dgnlib.data.files.load("mnist", "train")` keeps working.
+The files themselves (where they are looked for, how they are fetched and verified) are `dgnlib.data.files`.
 """
 
 from __future__ import annotations
