@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dgnlib import depth, depth_training
+from dgnlib.experiments import depth, depth_training
 from dgnlib.seeding import derive_seed
 
 DEPTHS, WIDTHS = [2, 3, 4, 6, 8, 12, 16, 20], [25, 100, 500]

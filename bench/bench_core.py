@@ -13,9 +13,9 @@ import time
 import torch
 from torch import nn
 
-from dgnlib.kernels import npk, ntk
-from dgnlib.models import DGN, plain_relu_mlp
-from dgnlib.train import seed_everything
+from dgnlib.core.kernels import npk, ntk
+from dgnlib.core.models import DGN, plain_relu_mlp
+from dgnlib.engine.reference import seed_everything
 
 
 def timed(fn, repeats: int = 1) -> float:

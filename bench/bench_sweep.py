@@ -9,7 +9,7 @@ a barrier so that they start together, and interleaved: every round measures all
 - ensemble: the engine's groups (at most `sweep.MAX_GROUP_RUNS` runs, `StackedDGN`, its training step: the
   hand-written dense step with gate tables and the direct fused Adam, `--step` to choose), longest first over the
   workers; wall clock from the barrier to the last worker's end.
-- sequential: the same 30 runs one after another as `train.fit` steps them (one model, `torch.optim.Adam`), shared
+- sequential: the same 30 runs one after another as `reference.fit` steps them (one model, `torch.optim.Adam`), shared
   out over the workers: one thread per core, the fair baseline for small networks.
 Useful FLOPs only: 6 × batch × Σ fan_in·fan_out per step per run for the value network, plus the same for the feature
 network where it is trained (dnpfl). The load average is printed with every measurement: on a shared machine the
@@ -32,12 +32,13 @@ import time
 
 import torch
 
-from dgnlib import dense
-from dgnlib.ensemble import make_optimizer, per_run_loss
-from dgnlib.models import DGN, VARIANTS
-from dgnlib.stacked import StackedDGN
-from dgnlib.sweep import MAX_GROUP_RUNS
-from dgnlib.threads import single_thread
+from dgnlib.core.models import DGN
+from dgnlib.engine import dense
+from dgnlib.engine.ensemble import make_optimizer
+from dgnlib.engine.stacked import StackedDGN, per_run_loss
+from dgnlib.engine.sweep import MAX_GROUP_RUNS
+from dgnlib.engine.threads import single_thread
+from dgnlib.names import VARIANTS
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_workers import Workers  # noqa: E402  (a sibling module, importable by the spawned workers)
@@ -130,7 +131,7 @@ def ensemble_task(members: list[list[int]], steps: int, step: str, device: str, 
 
 
 def sequential_task(runs: list[int], steps: int, device: str, warmup: int = 5):
-    """Worker side: these runs one after another as `train.fit` steps them (one model, torch.optim.Adam)."""
+    """Worker side: these runs one after another as `reference.fit` steps them (one model, torch.optim.Adam)."""
     x, y = _data(device)
     nets = [m.to(device) for i, m in enumerate(models()) if i in runs]
     gen = torch.Generator().manual_seed(2)

@@ -14,9 +14,9 @@ import sys
 
 import numpy as np
 
-from dgnlib.ensemble import train_ensemble
-from dgnlib.models import VARIANTS
-from dgnlib.runs import DataSpec, GateSource, ModelSpec, RunSpec, gate_weight_id
+from dgnlib.engine.ensemble import train_ensemble
+from dgnlib.engine.runs import DataSpec, GateSource, ModelSpec, RunSpec, gate_weight_id
+from dgnlib.names import VARIANTS
 
 LR = {"adam": 1e-3, "sgd": 5e-2, "rmsprop": 1e-3}
 

@@ -59,7 +59,7 @@ fi
          -e "$REPO"
 } > "$OUT/setup.txt" 2>&1
 PYV=$VENV/bin/python
-CHECK='import torch, numpy, dgnlib.ensemble, dgnlib.dense; print("torch", torch.__version__, "cuda", torch.cuda.is_available())'
+CHECK='import torch, numpy, dgnlib.engine.ensemble, dgnlib.engine.dense; print("torch", torch.__version__, "cuda", torch.cuda.is_available())'
 if ! (cd "$REPO" && timeout 60 "$PYV" -c "$CHECK") >> "$OUT/setup.txt" 2>&1; then
   say "the venv does not import dgnlib with torch (see setup.txt); using $PY with PYTHONPATH=$REPO"
   PYV=$PY

@@ -16,9 +16,9 @@ import argparse
 import time
 from pathlib import Path
 
-from dgnlib import npk_alignment
-from dgnlib.runs import RunStore
-from dgnlib.sweep import run_sweep
+from dgnlib.engine.runs import RunStore
+from dgnlib.engine.sweep import run_sweep
+from dgnlib.experiments import npk_alignment
 
 
 def specs(epochs: int) -> dict:

@@ -20,10 +20,10 @@ import sys
 import tempfile
 import time
 
-from dgnlib import comparison, npk_alignment
-from dgnlib import sweep as sweepmod
-from dgnlib.ensemble import train_ensemble
-from dgnlib.runs import RunStore
+from dgnlib.engine import sweep as sweepmod
+from dgnlib.engine.ensemble import train_ensemble
+from dgnlib.engine.runs import RunStore
+from dgnlib.experiments import comparison, npk_alignment
 
 
 class _Inline:

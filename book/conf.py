@@ -66,7 +66,7 @@ suppress_warnings = ["mystnb.unknown_mime_type"]
 
 def plain_tab_title(app, pagename, templatename, context, doctree):  # noqa: ANN001, ANN201, ARG001 (Sphinx's event)
     """The browser's tab title without LaTeX: the page title's math as plain Unicode (no one typesets a tab)."""
-    from dgnlib.book_cells import plain_title
+    from dgnlib.companion.book_cells import plain_title
 
     if context.get("title"):
         context["title"] = plain_title(context["title"])

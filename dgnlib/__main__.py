@@ -1,5 +1,5 @@
 """`python -m dgnlib ...`: the same commands as `dgn ...`."""
 
-from dgnlib.cli import main
+from dgnlib.companion.cli import main
 
 raise SystemExit(main())

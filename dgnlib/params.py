@@ -21,26 +21,10 @@ from typing import Any
 
 import yaml
 
-from dgnlib.constraints import (  # noqa: F401 (re-exported: the parameter API lives in dgnlib.params)
-    Bool,
-    Choice,
-    Constraint,
-    Dict,
-    Float,
-    FloatList,
-    Folder,
-    Int,
-    IntList,
-    Optional,
+from dgnlib.constraints import (
     ParamError,
-    Rule,
-    Schema,
-    Str,
-    StrList,
-    check_value,
-    json_problem,
-    number_hint,
 )
+from dgnlib.names import repo_root
 
 RUNNER_ENV = "DGN_RUNNER"  # set by `dgn reproduce` (and `make nbval`) for the kernels it starts
 PROFILE_ENV = "DGN_PROFILE"  # chooses the sizes of a notebook run by hand (default: quick)
@@ -153,10 +137,6 @@ class Params(Mapping[str, Any]):
         return {k: v for k, v in self._values.items() if k != "out_dir"}
 
 
-def _repo_root() -> Path:
-    return Path(__file__).resolve().parent.parent
-
-
 def resolve_out_dir(out_dir: str, profile: str, root: Path | None = None) -> Path:
     """Where a notebook writes: `out_dir` from the repository root, or build/figures/<profile>/ when empty.
 
@@ -164,7 +144,7 @@ def resolve_out_dir(out_dir: str, profile: str, root: Path | None = None) -> Pat
     inside it is refused.
     """
     # a kernel of the runner resolves from the checkout it runs (DGN_ROOT), which need not be this package's own
-    root = root or (Path(os.environ["DGN_ROOT"]) if os.environ.get("DGN_ROOT") else _repo_root())
+    root = root or (Path(os.environ["DGN_ROOT"]) if os.environ.get("DGN_ROOT") else repo_root())
     path = (root / "build" / "figures" / profile) if not out_dir else Path(out_dir)
     path = (path if path.is_absolute() else root / path).resolve()
     tracked = (root / "figures").resolve()
@@ -192,7 +172,7 @@ def bind(stem: str, namespace: dict[str, Any]) -> Params:
     if stem not in SCHEMAS:
         raise ParamError(f"no parameter schema for notebook {stem!r} in dgnlib/schemas.py")
     schema = SCHEMAS[stem]
-    root = _repo_root()
+    root = repo_root()
     if not os.environ.get(RUNNER_ENV):
         schema.check({name: namespace.get(name) for name in schema.params if name in namespace}, stem, root=root)
         _overlay_interactive(stem, namespace)
@@ -206,7 +186,7 @@ def bind(stem: str, namespace: dict[str, Any]) -> Params:
 def cell_defaults(stem: str, root: Path | None = None) -> dict[str, Any] | None:
     """The literal defaults of notebooks/<stem>.ipynb's parameters cell, or None when it cannot be read."""
     try:
-        node = json.loads((root or _repo_root()).joinpath("notebooks", f"{stem}.ipynb").read_text(encoding="utf-8"))
+        node = json.loads((root or repo_root()).joinpath("notebooks", f"{stem}.ipynb").read_text(encoding="utf-8"))
         cell = next(c for c in node["cells"] if "parameters" in c.get("metadata", {}).get("tags", []))
         source = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
         tree = ast.parse(source)
@@ -226,7 +206,7 @@ def _overlay_interactive(stem: str, namespace: dict[str, Any]) -> None:
         INTERACTIVE_DEFAULT if namespace.get("profile") == "paper" else namespace.get("profile"))
     if not isinstance(chosen, str):
         return  # the schema check reports the bad `profile`
-    path = _repo_root() / "profiles" / f"{chosen}.yaml"
+    path = repo_root() / "profiles" / f"{chosen}.yaml"
     section = read_profile(path).get(stem, {}) if chosen != "paper" and path.is_file() else {}
     defaults = cell_defaults(stem)
     kept = {} if defaults is None else {

@@ -13,9 +13,9 @@ from typing import Any
 
 import pandas as pd
 
-from .atomic import write_via
-from .report import repo_root
-from .verdict import Check, IdentityError, Part, _plain, combine
+from dgnlib.atomic import write_via
+from dgnlib.names import repo_root
+from dgnlib.verdict import Check, IdentityError, Part, _plain, combine
 
 
 def _folder(out_dir: str | os.PathLike) -> Path:

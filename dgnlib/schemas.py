@@ -10,7 +10,7 @@ own) so that the runner can check a profile without importing torch.
 
 from __future__ import annotations
 
-from dgnlib.params import (
+from dgnlib.constraints import (
     Bool,
     Choice,
     Float,
@@ -24,14 +24,12 @@ from dgnlib.params import (
     Str,
     StrList,
 )
+from dgnlib.names import OPTIMIZERS, PROFILES, VARIANTS
 
-PROFILES = ("smoke", "quick", "paper")
-VARIANTS = ("relu", "frnpf-ii", "frnpf-di", "flnpf", "dnpfl", "linear")  # = dgnlib.models.VARIANTS
-OPTIMIZERS = ("adam", "sgd", "rmsprop")  # = dgnlib.train.OPTIMIZERS
-MAX_PATHS = 2_000_000  # = dgnlib.paths.MAX_PATHS
+MAX_PATHS = 2_000_000  # = dgnlib.core.paths.MAX_PATHS
 ADAPTING = ("relu", "dnpfl", "flnpf")  # gates that adapt during training, or were learnt by a relu network
 FIXED_RANDOM = ("frnpf-ii", "frnpf-di")  # gates frozen at random values
-PROTOCOLS_05 = ("centred", "scaled-targets", "ntk", "standard")  # = dgnlib.depth_training.PROTOCOLS
+PROTOCOLS_05 = ("centred", "scaled-targets", "ntk", "standard")  # = dgnlib.experiments.depth_training.PROTOCOLS
 
 COMMON = {
     "profile": Choice(*PROFILES),

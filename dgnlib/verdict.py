@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .stats import mean_spearman_null, spearman, t_interval
+from dgnlib.stats import mean_spearman_null, spearman, t_interval
 
 VERDICTS = ("held", "not held", "inconclusive", "invalid")
 CHECK_KINDS = ("identity", "sanity")
@@ -390,8 +390,3 @@ def _plain(value: Any) -> Any:
     if isinstance(value, Sequence):
         return [_plain(v) for v in value]
     return str(value)
-
-
-# `conclude` and `parts_table` live in dgnlib/record.py (which imports the names above), re-exported here so that a
-# notebook needs only `verdict`; the import comes last because record.py imports this module.
-from .record import conclude, parts_table  # noqa: E402, F401

@@ -10,7 +10,7 @@ from pathlib import Path
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-ROOT = Path(__file__).resolve().parent.parent
+from dgnlib.names import repo_root
 
 PARAMS = """profile = "paper"  # smoke | quick | paper
 out_dir = ""  # where outputs go
@@ -40,7 +40,7 @@ if fail:
 (out / "{id}.json").write_text(json.dumps({{"claim": "claim {id}", "verdict": "held", "profile": profile}}))
 """
 
-SCHEMAS = '''from dgnlib.params import Bool, Choice, Float, Int, IntList, Schema, Str
+SCHEMAS = '''from dgnlib.constraints import Bool, Choice, Float, Int, IntList, Schema, Str
 
 COMMON = {"profile": Choice("smoke", "quick", "paper"), "out_dir": Str(empty=True), "seed": Int(min=0),
           "n": Int(min=1), "lr": Float(low=0, closed="neither"), "depths": IntList(min=2),
@@ -73,16 +73,17 @@ def make_repo(root: Path, smoke: str = "02_ok:\n  n: 5\n") -> Path:
     (root / "dgnlib" / "__init__.py").write_text('"""a stand-in science package"""\n')
     (root / "dgnlib" / "schemas.py").write_text(SCHEMAS)
     (root / "dgnlib" / "science.py").write_text("A = 1\n")
-    (root / "dgnlib" / "data_hashes.py").write_text('HASHES = {"x": {"f": "00"}}\n')
+    (root / "dgnlib" / "data").mkdir()
+    (root / "dgnlib" / "data" / "hashes.py").write_text('HASHES = {"x": {"f": "00"}}\n')
     (root / "README.md").write_text("# t\n\n<!-- figures:start -->\nold\n<!-- figures:end -->\n\nend\n")
     return root
 
 
 def dgn_process(root: Path, *args: str, **kwargs) -> subprocess.Popen:
     """Start `python -m dgnlib --root <root> ...` as a real process (stderr captured)."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(repo_root())}
     env.pop("DGN_RUNNER", None)
-    return subprocess.Popen([sys.executable, "-m", "dgnlib", "--root", str(root), *args], cwd=ROOT, env=env,
+    return subprocess.Popen([sys.executable, "-m", "dgnlib", "--root", str(root), *args], cwd=repo_root(), env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
 
 
@@ -106,6 +107,6 @@ def add_index(root: Path) -> Path:
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, root / "notebooks" / "00_index.ipynb")
     schemas = root / "dgnlib" / "schemas.py"
-    schemas.write_text(schemas.read_text() + 'from dgnlib.params import Folder\nSCHEMAS["00_index"] = Schema({'
+    schemas.write_text(schemas.read_text() + 'from dgnlib.constraints import Folder\nSCHEMAS["00_index"] = Schema({'
                        '**{k: COMMON[k] for k in ("profile", "out_dir", "seed")}, "figures_dir": Folder()})\n')
     return root

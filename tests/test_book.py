@@ -9,11 +9,11 @@ import nbformat
 import pytest
 import yaml
 
-from dgnlib import provenance, render
-from dgnlib.book_cells import LONG_CELL, plain_title
-from dgnlib.report import repo_root
+from dgnlib import names
+from dgnlib.companion import book_cells, provenance, render
+from dgnlib.companion.book_cells import LONG_CELL, plain_title
+from dgnlib.names import repo_root
 
-ROOT = repo_root()
 BUILT = ("00_index", "01_dgn_paths", "03_depth_spectrum")  # 02 is left out on purpose: a partial set
 KEY = "ab12cd34ef56" + "0" * 52  # a run-store key (SHA-256 hex) for the fixture manifest
 VERIFIED = {"commit": "0123456789abcdef0123", "date": "2026-12-01", "compared": ["01.csv", "01.json"], "ok": True}
@@ -22,13 +22,14 @@ VERIFIED = {"commit": "0123456789abcdef0123", "date": "2026-12-01", "compared": 
 # ---------------------------------------------------------------------------------------------------- unit rules
 
 def test_scrub_makes_repository_paths_relative_and_hides_other_machine_paths(tmp_path):
-    prefixes = render.machine_prefixes(ROOT)
-    text = f'out_dir = "{ROOT}/build/tmp/smoke/01"; cache {Path.home()}/.cache/x; w = 1/(mu w); /home/ann/data.npz'
+    prefixes = render.machine_prefixes(repo_root())
+    root = repo_root()
+    text = f'out_dir = "{root}/build/tmp/smoke/01"; cache {Path.home()}/.cache/x; w = 1/(mu w); /home/ann/data.npz'
     out = render.scrub(text, prefixes)
     assert 'out_dir = "build/tmp/smoke/01"' in out
-    assert str(ROOT) not in out and "/home/ann" not in out and "data.npz" in out
+    assert str(repo_root()) not in out and "/home/ann" not in out and "data.npz" in out
     assert "1/(mu w)" in out  # prose with slashes is not a path
-    assert render.scrub(str(ROOT), prefixes) == "."
+    assert render.scrub(str(repo_root()), prefixes) == "."
 
 
 def test_links_to_missing_pages_become_text_and_present_ones_point_at_the_page():
@@ -56,8 +57,8 @@ def test_parameters_injected_and_setup_cells_are_folded_and_the_rest_is_not():
         nbformat.v4.new_markdown_cell("## Results"),
         nbformat.v4.new_code_cell("np.zeros(3)"),
     ])
-    render.fold_setup_cells(nb)
-    assert [render.FOLD in c.metadata.get("tags", []) for c in nb.cells] == [False, True, True, True, False, False]
+    book_cells.fold_setup_cells(nb)
+    assert [book_cells.FOLD in c.metadata.get("tags", []) for c in nb.cells] == [False, True, True, True, False, False]
 
 
 def test_plotting_and_long_cells_are_folded_and_short_ones_are_not():
@@ -68,8 +69,8 @@ def test_plotting_and_long_cells_are_folded_and_short_ones_are_not():
         nbformat.v4.new_code_cell("\n".join(f"x{i} = {i}" for i in range(LONG_CELL))),
         nbformat.v4.new_code_cell("print(1)", metadata={"tags": ["remove-input"]}, outputs=[image]),
     ])
-    render.fold_plotting_cells(nb)
-    assert [c.metadata["tags"] for c in nb.cells] == [[render.FOLD], [render.FOLD], [], ["remove-input"]]
+    book_cells.fold_plotting_cells(nb)
+    assert [c.metadata["tags"] for c in nb.cells] == [[book_cells.FOLD], [book_cells.FOLD], [], ["remove-input"]]
 
 
 def test_provenance_says_verified_when_the_manifest_records_it_and_not_yet_verified_otherwise():
@@ -118,7 +119,7 @@ def _display_math_blocks_apart_from_prose(source: str) -> list[str]:
     return bad
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "notebooks").glob("*.ipynb")), ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", sorted((repo_root() / "notebooks").glob("*.ipynb")), ids=lambda p: p.stem)
 def test_display_math_stands_in_its_own_paragraph(path):
     nb = json.loads(path.read_text())
     bad = [ln for c in nb["cells"] if c["cell_type"] == "markdown" for ln in
@@ -127,7 +128,7 @@ def test_display_math_stands_in_its_own_paragraph(path):
 
 
 def test_render_without_executed_notebooks_says_where_to_look(tmp_path, capsys):
-    assert render.render(ROOT, source=tmp_path) == render.EXIT_BAD_INPUT
+    assert render.render(repo_root(), source=tmp_path) == names.EXIT_BAD_INPUT
     assert "nothing to render" in capsys.readouterr().err
 
 
@@ -140,20 +141,20 @@ def book(tmp_path_factory):
     work = tmp_path_factory.mktemp("book")
     executed = work / "executed"
     executed.mkdir()
-    smoke = yaml.safe_load((ROOT / "profiles" / "smoke.yaml").read_text())
+    smoke = yaml.safe_load((repo_root() / "profiles" / "smoke.yaml").read_text())
     for stem in (*BUILT[1:], BUILT[0]):
         params = {**(smoke.get(stem) or {}), "profile": "smoke", "out_dir": str(work / "figures")}
         if stem == "00_index":  # the front page lists the figures of this build (run after them)
             params["figures_dir"] = str(work / "figures")
-        papermill.execute_notebook(str(ROOT / "notebooks" / f"{stem}.ipynb"), str(executed / f"{stem}.ipynb"),
-                                   parameters=params, kernel_name="python3", progress_bar=False, cwd=str(ROOT))
+        papermill.execute_notebook(str(repo_root() / "notebooks" / f"{stem}.ipynb"), str(executed / f"{stem}.ipynb"),
+                                   parameters=params, kernel_name="python3", progress_bar=False, cwd=str(repo_root()))
     copy = executed / "03_depth_spectrum.ipynb"  # a title with math, as pages 02 and 04 have
     copy.write_text(copy.read_text().replace("# Figure 03 — Depth helps", "# Figure 03 — Depth helps ($K_0$)", 1))
     entry = {"profile": "smoke", "git_commit": "fedcba9876543210", "run_seconds": 4.2, "parameters": {"seed": 0}}
     (work / "figures" / "MANIFEST.json").write_text(json.dumps({"figures": {
         "01": {**entry, "verified": VERIFIED, "runs_read": {KEY: {"result.json": "0" * 64}}}, "03": entry}}))
     dest = work / "html"
-    assert render.render(ROOT, dest=dest, source=executed) == render.EXIT_OK
+    assert render.render(repo_root(), dest=dest, source=executed) == names.EXIT_OK
     return {"html": dest, "work": work}
 
 
@@ -207,7 +208,7 @@ def test_math_is_typeset_by_the_local_mathjax(book):
 
 
 def test_no_page_holds_an_absolute_machine_path(book):
-    needles = {str(ROOT), str(book["work"]), str(Path.home()) + "/", sys.prefix}
+    needles = {str(repo_root()), str(book["work"]), str(Path.home()) + "/", sys.prefix}
     files = [*book["html"].glob("*.html"), book["html"] / "searchindex.js"]
     for path in files:
         text = path.read_text()
@@ -237,7 +238,7 @@ def test_the_caption_sits_on_the_figure_the_claim_check_records_not_on_the_explo
     explorer = next(c for c in nb.cells if c.cell_type == "code" and "spectrum_explorer" in c.source)
     labelled = next(c for c in nb.cells if c.cell_type == "code" and "fig = plt.figure" in c.source)
     nb_copy = nbformat.from_dict(nb)
-    render.label_figure(nb_copy, "03", "t")
+    book_cells.label_figure(nb_copy, "03", "t")
     marked = [c for c in nb_copy.cells if c.get("metadata", {}).get("mystnb")]
     assert [c.source for c in marked] == [labelled.source] and explorer.source not in figure.group(0)
 

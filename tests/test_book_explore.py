@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from dgnlib import explore, theory
-from dgnlib.report import repo_root
+from dgnlib.core import theory
+from dgnlib.experiments import explore
+from dgnlib.names import repo_root
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -78,7 +79,7 @@ def test_under_a_headless_kernel_the_output_is_a_png_not_a_widget():
     from nbclient import NotebookClient
 
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
-        "from dgnlib import explore\nexplore.spectrum_explorer(depth=3, width=10, draws=1)")])
+        "from dgnlib.experiments import explore\nexplore.spectrum_explorer(depth=3, width=10, draws=1)")])
     NotebookClient(nb, kernel_name="python3", timeout=120, resources={"metadata": {"path": str(repo_root())}}).execute()
     outputs = nb.cells[0].outputs
     assert any("image/png" in o.get("data", {}) for o in outputs), outputs

@@ -7,8 +7,9 @@ import pandas as pd
 import pytest
 import torch
 
-from dgnlib import depth, ntk_sampling, paths, theory
-from dgnlib.models import DGN
+from dgnlib.core import paths, theory
+from dgnlib.core.models import DGN
+from dgnlib.experiments import depth, ntk_sampling
 
 
 def _curves(slope: float = -0.5, floor: float = 0.0, repeats: int = 4, noise: float = 0.1, seed: int = 0,

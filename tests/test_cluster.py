@@ -1,4 +1,4 @@
-"""dgnlib.cluster on a real LocalCluster (2 worker processes, loopback): same bits as in-process, worker checks,
+"""dgnlib.engine.cluster on a real LocalCluster (2 worker processes, loopback): same bits as in-process, worker checks,
 a killed worker, Ctrl-C, a wrong address. The cluster-free checks come first."""
 
 from __future__ import annotations
@@ -18,7 +18,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from dgnlib import cluster, data, seeding
+from dgnlib import seeding
+from dgnlib.data import files
+from dgnlib.engine import cluster, sources
 
 distributed = pytest.importorskip("distributed")
 cloudpickle = pytest.importorskip("cloudpickle")
@@ -85,7 +87,7 @@ def test_check_address_rejects_in_one_line(bad: str) -> None:
 
 def test_no_scheduler_imports_nothing_of_dask() -> None:
     env = {k: v for k, v in os.environ.items() if k != cluster.ENV}
-    code = ("import sys; from dgnlib import cluster; assert cluster.executor_from_env() is None; "
+    code = ("import sys; from dgnlib.engine import cluster; assert cluster.executor_from_env() is None; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed')))")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
@@ -95,16 +97,16 @@ def test_fingerprint_differences_name_what_differs(tmp_path: Path) -> None:
     (tmp_path / "companion").mkdir()
     (tmp_path / "companion" / "cli.py").write_text("x = 1\n")
     (tmp_path / "train.py").write_text("y = 2\n")
-    assert list(cluster.source_hashes(tmp_path)) == ["train.py"]  # the tooling wing is not checked
-    mine = cluster.fingerprint()
-    assert set(mine["files"]) >= {"cluster.py", "seeding.py", "__init__.py"}
-    assert cluster.differences(mine, mine) == []
+    assert list(sources.source_hashes(tmp_path)) == ["train.py"]  # the tooling wing is not checked
+    mine = sources.fingerprint()
+    assert set(mine["files"]) >= {"engine/cluster.py", "seeding.py", "__init__.py"}
+    assert sources.differences(mine, mine) == []
     theirs = dict(mine, dgnlib="9.9.9", files={**mine["files"], "seeding.py": "0" * 64, "extra.py": "1" * 64},
                   sources="x")
-    del theirs["files"]["cluster.py"]
-    diffs = cluster.differences(mine, theirs)
+    del theirs["files"]["engine/cluster.py"]
+    diffs = sources.differences(mine, theirs)
     assert diffs[0] == f"dgnlib {mine['dgnlib']} here, 9.9.9 there"
-    assert diffs[1] == "dgnlib sources differ in cluster.py (missing there), extra.py (only there), seeding.py"
+    assert diffs[1] == "dgnlib sources differ in engine/cluster.py (missing there), extra.py (only there), seeding.py"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,7 +118,7 @@ class Task:
 
 
 def test_the_executor_decides_the_device_of_auto_items_only() -> None:
-    settings, expected = cluster.TaskSettings.capture(device="cpu"), cluster.fingerprint()
+    settings, expected = cluster.TaskSettings.capture(device="cpu"), sources.fingerprint()
     assert cluster.run_task(lambda task: task.device, Task(1), expected, settings) == "cpu"
     assert cluster.run_task(lambda task: task.device, Task(1, "cuda:1"), expected, settings) == "cuda:1"
     assert cluster.run_task(lambda n, device="x": (n, device), 3, expected, settings) == (3, "cpu")
@@ -126,7 +128,7 @@ def test_the_executor_decides_the_device_of_auto_items_only() -> None:
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
 def test_gpu_task_without_cuda_is_refused_not_run() -> None:
     settings = cluster.TaskSettings.capture(device="cuda")
-    out = cluster.run_task(train_tiny, (0, 1), cluster.fingerprint(), settings)
+    out = cluster.run_task(train_tiny, (0, 1), sources.fingerprint(), settings)
     assert isinstance(out, cluster._Refused) and "sees no CUDA device" in out.message
 
 
@@ -215,7 +217,7 @@ def _restore_fingerprint() -> None:
 
 @pytest.mark.parametrize(("changes", "expected"), [
     ({"dgnlib": "9.9.9"}, r"dgnlib \S+ here, 9\.9\.9 there"),
-    ({"sources": "x", "files": {**cluster.source_hashes(), "train.py": "0" * 64}}, "sources differ in train.py"),
+    ({"sources": "x", "files": {**sources.source_hashes(), "train.py": "0" * 64}}, "sources differ in train.py"),
 ])
 def test_worker_mismatch_is_an_error_naming_the_worker(local_cluster, changes: dict, expected: str) -> None:
     address = local_cluster.scheduler_address
@@ -263,7 +265,7 @@ def test_check_data_names_the_worker_and_the_corrupt_file(executor, local_cluste
             executor.check_data(["mnist"])
     finally:
         executor.client.run(_setenv, old[worker], workers=[worker])
-    if data.available("mnist"):  # the real files, where this machine has them: every worker verifies them
+    if files.available("mnist"):  # the real files, where this machine has them: every worker verifies them
         executor.check_data(["mnist"])
 
 
@@ -287,9 +289,9 @@ def test_ctrl_c_cancels_the_outstanding_tasks(executor, tmp_path: Path) -> None:
 
 def _smoke_specs() -> list:
     """A small sweep of every kind of run: relu, fixed random gates, soft gates, and flnpf after its relu."""
-    sweep_runs = pytest.importorskip("dgnlib.runs")
-    pytest.importorskip("dgnlib.sweep")
-    from dgnlib.comparison import variant_specs
+    sweep_runs = pytest.importorskip("dgnlib.engine.runs")
+    pytest.importorskip("dgnlib.engine.sweep")
+    from dgnlib.experiments.comparison import variant_specs
 
     model = sweep_runs.ModelSpec("fc", d_in=20, width=16, depth=3, d_out=4)
     data_spec = sweep_runs.DataSpec("synthetic", n_train=100, n_test=40, shape=(20,), n_classes=4)
@@ -318,8 +320,8 @@ def _weights(root: Path) -> dict[str, bytes]:
 def local_sweep(tmp_path_factory) -> Path:
     """The smoke sweep run in this process: the reference store."""
     specs = _smoke_specs()  # skips when the sweep engine is not there
-    from dgnlib.runs import RunStore
-    from dgnlib.sweep import run_sweep
+    from dgnlib.engine.runs import RunStore
+    from dgnlib.engine.sweep import run_sweep
 
     root = tmp_path_factory.mktemp("local-store")
     run_sweep(specs, RunStore(root), progress=False, max_runs=2)
@@ -328,8 +330,8 @@ def local_sweep(tmp_path_factory) -> Path:
 
 def test_a_sweep_on_the_cluster_stores_the_same_entries_as_in_process(executor, local_sweep, tmp_path) -> None:
     """The engine's groups on the workers, one worker killed while busy: every entry as in-process, bit for bit."""
-    from dgnlib.runs import RunStore
-    from dgnlib.sweep import run_sweep
+    from dgnlib.engine.runs import RunStore
+    from dgnlib.engine.sweep import run_sweep
 
     pids = executor.client.run(os.getpid)
     killed = []

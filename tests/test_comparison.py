@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 from synthetic import two_blobs
 
-from dgnlib.comparison import dgn_factory, final_accuracy, summarise, train_variants
+from dgnlib.experiments.comparison import dgn_factory, final_accuracy, summarise, train_variants
 
 
 def test_train_variants_rows_and_flnpf_uses_trained_relu_gates():
@@ -49,7 +49,7 @@ def test_final_accuracy_selects_by_validation_and_summarise_averages_seeds():
 
 
 def test_run_seeds_are_derived_and_prefix_stable():
-    from dgnlib.comparison import run_seeds
+    from dgnlib.experiments.comparison import run_seeds
 
     assert run_seeds(0, 5)[:3] == run_seeds(0, 3)
     assert run_seeds(0, 3) != run_seeds(1, 3) and len(set(run_seeds(0, 5))) == 5
@@ -58,8 +58,8 @@ def test_run_seeds_are_derived_and_prefix_stable():
 
 
 def test_figures_with_the_same_protocol_build_the_same_relu_and_frnpf_runs():
-    from dgnlib.comparison import fc_model, image_data, variant_specs
-    from dgnlib.gate_learning import stage_specs
+    from dgnlib.experiments.comparison import fc_model, image_data, variant_specs
+    from dgnlib.experiments.gate_learning import stage_specs
 
     data = image_data("mnist", 0, 0, 0.1, seed=7)
     assert data.subset_seed == 0 and data.n_train is None  # the whole set: the subset seed cannot matter
@@ -85,7 +85,7 @@ def _per_seed(values: dict, invalid: tuple = ()) -> pd.DataFrame:
 
 
 def test_beats_decides_every_pair_paired_by_seed():
-    from dgnlib.comparison import beats
+    from dgnlib.experiments.comparison import beats
     from dgnlib.verdict import combine
 
     # seed effects shared by all variants: paired differences are steady although the spread is large

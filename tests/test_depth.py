@@ -6,9 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from autograd_reference import gd_fixed_gates
 
-from dgnlib import depth, depth_training, seeding, stats, theory
-from dgnlib.train import gd_fixed_gates
+from dgnlib import seeding, stats
+from dgnlib.core import theory
+from dgnlib.experiments import depth, depth_training
 
 
 def test_unit_sphere_data_is_unit_norm_balanced_and_seeded():

@@ -6,10 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from autograd_reference import gd_fixed_gates
 
-from dgnlib import depth, depth_training, theory
-from dgnlib.kernels import value_ntk
-from dgnlib.train import gd_fixed_gates
+from dgnlib.core import theory
+from dgnlib.core.kernels import value_ntk
+from dgnlib.experiments import depth, depth_training
 
 
 @pytest.fixture

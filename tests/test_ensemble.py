@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from dgnlib import data as datamod
-from dgnlib.ensemble import build_models, train_ensemble
-from dgnlib.runs import DataSpec, GateSource, ModelSpec, RunSpec, gate_weight_id
+from dgnlib.engine import tensors as datamod
+from dgnlib.engine.ensemble import build_models, train_ensemble
+from dgnlib.engine.reference import fit
+from dgnlib.engine.runs import DataSpec, GateSource, ModelSpec, RunSpec, gate_weight_id
+from dgnlib.engine.stacked import StackedDGN
 from dgnlib.seeding import derive_seed
-from dgnlib.stacked import StackedDGN
-from dgnlib.train import fit
 
 # 400 training examples, no validation split, batch 8: one epoch is 50 optimiser steps.
 FC_DATA = DataSpec("synthetic", n_train=400, n_test=40, shape=(6,), n_classes=3, val_fraction=0.0)

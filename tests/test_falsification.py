@@ -1,19 +1,18 @@
-"""The falsification suite (`dgnlib.falsification`): every figure run under a setting where its claim must not come
-out held, through its notebook (papermill, smoke sizes, a private run store and output folder)."""
+"""The falsification suite (`dgnlib.experiments.falsification`): every figure run under a setting where its claim must
+not come out held, through its notebook (papermill, smoke sizes, a private run store and output folder)."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import papermill
 import pytest
 import yaml
 
-from dgnlib import falsification
+from dgnlib.experiments import falsification
+from dgnlib.names import repo_root
 
-ROOT = Path(__file__).resolve().parent.parent
-SMOKE = yaml.safe_load((ROOT / "profiles" / "smoke.yaml").read_text())
+SMOKE = yaml.safe_load((repo_root() / "profiles" / "smoke.yaml").read_text())
 
 
 def test_every_figure_has_a_falsifier_and_none_allows_held():
@@ -33,8 +32,9 @@ def test_the_claim_does_not_come_out_held(entry, tmp_path, monkeypatch):
     out = tmp_path / "figures"
     parameters = {**SMOKE.get(entry.notebook, {}), **entry.setting, "profile": "smoke", "out_dir": str(out)}
     try:
-        papermill.execute_notebook(str(ROOT / "notebooks" / f"{entry.notebook}.ipynb"), str(tmp_path / "run.ipynb"),
-                                   parameters=parameters, kernel_name="python3", cwd=str(ROOT), progress_bar=False)
+        papermill.execute_notebook(str(repo_root() / "notebooks" / f"{entry.notebook}.ipynb"),
+                                   str(tmp_path / "run.ipynb"), parameters=parameters, kernel_name="python3",
+                                   cwd=str(repo_root()), progress_bar=False)
         failed = False
     except papermill.PapermillExecutionError as err:
         failed = True
@@ -47,5 +47,5 @@ def test_the_claim_does_not_come_out_held(entry, tmp_path, monkeypatch):
 def test_the_front_page_lists_the_suite():
     text = falsification.markdown()
     assert text.count("\n") == len(falsification.SUITE) + 1 and "lr_adam = 1e-09" in text
-    page = (ROOT / "notebooks" / "00_index.ipynb").read_text()
+    page = (repo_root() / "notebooks" / "00_index.ipynb").read_text()
     assert "falsification.markdown()" in page

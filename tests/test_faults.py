@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from companion_fixture import add_index, dgn_process, make_repo
 
+from dgnlib.names import repo_root
+
 
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
@@ -62,16 +64,15 @@ def one_line_refusal(root: Path, *args: str, env: dict | None = None, fresh: boo
     import subprocess
     import sys
 
-    from companion_fixture import ROOT
 
-    full = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    full = {**os.environ, "PYTHONPATH": str(repo_root()), **(env or {})}
     full.pop("DGN_RUNNER", None)
-    done = subprocess.run([sys.executable, "-m", "dgnlib", *args], cwd=ROOT, env=full, capture_output=True,
+    done = subprocess.run([sys.executable, "-m", "dgnlib", *args], cwd=repo_root(), env=full, capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in done.stderr, done.stderr
-    if fresh and root != ROOT:
+    if fresh and root != repo_root():
         assert not list((root / "build").glob("figures/*/MANIFEST.json"))  # nothing ran
     return lines[0]
 
@@ -88,10 +89,9 @@ def test_bad_environment_variables_are_refused_up_front(repo, env, needle):
 
 def test_bad_values_are_refused_up_front(repo, tmp_path):
     base = ("--root", str(repo), "reproduce", "--profile", "smoke")
-    from companion_fixture import ROOT
 
     # the real schemas (the fixture's are its own): nothing runs, the plan is refused
-    real = one_line_refusal(ROOT, "reproduce", "--profile", "smoke", "--only", "01", "--set", f"seed={2**64}")
+    real = one_line_refusal(repo_root(), "reproduce", "--profile", "smoke", "--only", "01", "--set", f"seed={2**64}")
     assert "'seed' must be an integer in [0, 18446744073709551615]" in real
     assert "alias" in one_line_refusal(repo, *base, "--set", "depths=[&a 2, *a]")
     bomb = "[" + ",".join(["&a [1,1,1,1,1,1,1,1]"] + ["*a"] * 40) + "]"
@@ -163,7 +163,7 @@ def full_for_01(src, dst):
         raise OSError(errno.ENOSPC, "No space left on device", str(dst))
     real(src, dst)
 manifest.move_atomic = full_for_01
-from dgnlib.cli import main
+from dgnlib.companion.cli import main
 sys.exit(main(sys.argv[1:]))
 """
 
@@ -172,12 +172,12 @@ def test_a_full_disk_during_a_commit_is_a_clear_failure_and_keep_going_goes_on(r
     import subprocess
     import sys
 
-    from companion_fixture import ROOT
 
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(repo_root())}
     env.pop("DGN_RUNNER", None)
     done = subprocess.run([sys.executable, "-c", DISK_FULL_ON_01, "--root", str(repo), "reproduce", "--profile",
-                           "smoke", "--keep-going"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+                           "smoke", "--keep-going"], cwd=repo_root(), env=env, capture_output=True, text=True,
+                          timeout=60)
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
     [failed] = [line for line in done.stderr.splitlines() if line.startswith("FAILED")]
     assert "01_flaky" in failed and "No space left on device" in failed and "rerun" in failed
@@ -220,7 +220,8 @@ def move_and_term(src, dst):
         os.kill(os.getpid(), signal.SIGTERM)  # held back until the commit completes
     real(src, dst)
 manifest.move_atomic = move_and_term
-from dgnlib.cli import main
+from dgnlib.companion.cli import main
+from dgnlib.names import repo_root
 sys.exit(main(sys.argv[1:]))
 """
 
@@ -229,12 +230,12 @@ def test_the_log_after_sigterm_says_a_completed_commit_was_kept(repo):
     import subprocess
     import sys
 
-    from companion_fixture import ROOT
 
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(repo_root())}
     env.pop("DGN_RUNNER", None)
     done = subprocess.run([sys.executable, "-c", SIGTERM_IN_COMMIT, "--root", str(repo), "reproduce", "--profile",
-                           "smoke", "--only", "02"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+                           "smoke", "--only", "02"], cwd=repo_root(), env=env, capture_output=True, text=True,
+                          timeout=60)
     assert done.returncode == 143, done.stderr
     assert "committed 02_ok before stopping: its results are kept" in done.stderr
     assert "nothing of it is kept" not in done.stderr
@@ -255,31 +256,30 @@ def test_a_wrongly_typed_manifest_field_is_one_clear_line(repo):
 
 
 def test_prepare_refuses_to_overwrite_tracked_notebooks(tmp_path):
-    from companion_fixture import ROOT
 
-    before = {p: p.read_bytes() for p in (ROOT / "notebooks").glob("*.ipynb")}
-    line = one_line_refusal(ROOT, "prepare", "--profile", "smoke", "--only", "01", "--dest", "notebooks")
+    before = {p: p.read_bytes() for p in (repo_root() / "notebooks").glob("*.ipynb")}
+    line = one_line_refusal(repo_root(), "prepare", "--profile", "smoke", "--only", "01", "--dest", "notebooks")
     assert "--dest notebooks" in line and "overwrite" in line
-    line = one_line_refusal(ROOT, "prepare", "--profile", "smoke", "--only", "01", "--dest", "dgnlib")
+    line = one_line_refusal(repo_root(), "prepare", "--profile", "smoke", "--only", "01", "--dest", "dgnlib")
     assert "tracked by git" in line
-    assert before == {p: p.read_bytes() for p in (ROOT / "notebooks").glob("*.ipynb")}
+    assert before == {p: p.read_bytes() for p in (repo_root() / "notebooks").glob("*.ipynb")}
 
 
 def test_editor_leftovers_are_no_science_sources(tmp_path):
-    from dgnlib import cluster
     from dgnlib.companion import cache
+    from dgnlib.engine import sources
 
     package = tmp_path / "dgnlib"
     (package / "companion").mkdir(parents=True)
     (package / "models.py").write_text("A = 1\n")
     (package / "companion" / "cli.py").write_text("B = 1\n")
     before = cache.source_hashes(package)
-    assert set(before) == {"models.py"} and cluster.source_hashes(package) == before
+    assert set(before) == {"models.py"} and sources.source_hashes(package) == before
     (package / ".ipynb_checkpoints").mkdir()
     (package / ".ipynb_checkpoints" / "models-checkpoint.py").write_text("A = 2\n")
     (package / ".#models.py").symlink_to("user@host.1234:1700000000")  # Emacs's lock: a dangling link
     (package / "models.py~").write_text("A = 0\n")
-    assert cache.source_hashes(package) == before and cluster.source_hashes(package) == before
+    assert cache.source_hashes(package) == before and sources.source_hashes(package) == before
     (package / "sub").mkdir()
     (package / "sub" / "x.py").write_text("C = 1\n")
     assert "sub/x.py" in cache.source_hashes(package)  # a real new module still counts

@@ -8,13 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from dgnlib import listing, render
-from dgnlib.companion import table
-from dgnlib.report import repo_root
+from dgnlib.companion import listing, render, table
+from dgnlib.names import repo_root
 from dgnlib.verdict import RULE, VERDICTS
 
-ROOT = repo_root()
-FRONT = ROOT / "notebooks" / "00_index.ipynb"
+FRONT = repo_root() / "notebooks" / "00_index.ipynb"
 
 
 def _markdown(path: Path) -> str:
@@ -47,16 +45,17 @@ def test_front_page_defines_phi_and_the_gate_ranges():
     assert "no number is quoted from it" in text
 
 
-@pytest.mark.parametrize("path", [FRONT, ROOT / "README.md", ROOT / "CONTRIBUTING.md"], ids=lambda p: p.name)
+@pytest.mark.parametrize("path", [FRONT, repo_root() / "README.md", repo_root() / "CONTRIBUTING.md"],
+                         ids=lambda p: p.name)
 def test_no_reference_to_a_file_outside_the_repository(path):
     text = _markdown(path) if path.suffix == ".ipynb" else _outside_generated_block(path.read_text())
     assert "SPEC" not in text and "../shared" not in text and "/work/" not in text
 
 
 def test_readme_describes_every_reproduce_option():
-    from dgnlib.cli import build_parser
+    from dgnlib.companion.cli import build_parser
 
-    text = (ROOT / "README.md").read_text()
+    text = (repo_root() / "README.md").read_text()
     reproduce = build_parser()._subparsers._group_actions[0].choices["reproduce"]
     options = {s for a in reproduce._actions for s in a.option_strings if s.startswith("--")}
     options -= {"--help", "--progress", "--no-progress", "--no-publish"}
@@ -158,11 +157,11 @@ def test_limits_are_read_from_the_records(tmp_path):
 
 
 def test_readme_links_its_limits_section_from_its_top_third_and_holds_the_published_list():
-    text = (ROOT / "README.md").read_text()
+    text = (repo_root() / "README.md").read_text()
     lines = text.splitlines()
     link = next(i for i, ln in enumerate(lines) if "(#what-this-companion-could-not-do)" in ln)
     assert link < len(lines) / 3
     start, end = text.find(table.LIMITS_START), text.find(table.LIMITS_END)
     from dgnlib.companion import limits
 
-    assert 0 < start < end and limits.markdown(limits.limitations(ROOT / "figures")) in text[start:end]
+    assert 0 < start < end and limits.markdown(limits.limitations(repo_root() / "figures")) in text[start:end]

@@ -5,11 +5,11 @@ import pytest
 import torch
 from synthetic import two_blobs
 
-from dgnlib.comparison import dgn_factory
-from dgnlib.data import train_val_indices
-from dgnlib.gate_learning import check_stages, relu_snapshots, stage_accuracy, stage_gates_experiment
+from dgnlib.engine.reference import evaluate, fit
+from dgnlib.engine.tensors import train_val_indices
+from dgnlib.experiments.comparison import dgn_factory
+from dgnlib.experiments.gate_learning import check_stages, relu_snapshots, stage_accuracy, stage_gates_experiment
 from dgnlib.seeding import derive_seed
-from dgnlib.train import evaluate, fit
 
 FIT = {"lr": 1e-2, "batch_size": 16, "progress": False}
 
@@ -72,7 +72,7 @@ def test_stage_accuracy_one_row_per_variant_stage_seed():
 
 
 def test_default_stages_are_powers_of_two_and_the_end():
-    from dgnlib.gate_learning import default_stages
+    from dgnlib.experiments.gate_learning import default_stages
 
     assert default_stages(50) == [0, 1, 2, 4, 8, 16, 32, 50]
     assert default_stages(1) == [0, 1] and default_stages(4) == [0, 1, 2, 4]
@@ -81,7 +81,7 @@ def test_default_stages_are_powers_of_two_and_the_end():
 
 
 def test_stage_matrix_seeds_by_stages_with_invalid_seeds():
-    from dgnlib.gate_learning import stage_matrix
+    from dgnlib.experiments.gate_learning import stage_matrix
 
     per_run = pd.DataFrame({
         "variant": ["flnpf", "flnpf", "flnpf", "flnpf", "frnpf-ii", "frnpf-ii"],

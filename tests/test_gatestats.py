@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from dgnlib.gatestats import gate_dependence
-from dgnlib.models import DGN, ConvDGN
+from dgnlib.core.models import DGN, ConvDGN
+from dgnlib.experiments.gatestats import gate_dependence
 
 
 def test_zero_input_weights_give_constant_gates_and_share_zero():
@@ -49,9 +49,9 @@ def test_linear_has_all_gates_on_and_bad_input_is_an_error():
 
 
 def test_run_network_builds_the_runs_network_and_loads_stored_weights():
-    from dgnlib.comparison import fc_model
-    from dgnlib.gatestats import dependence_table, run_network
-    from dgnlib.runs import DataSpec, GateSource, RunSpec
+    from dgnlib.engine.runs import DataSpec, GateSource, RunSpec
+    from dgnlib.experiments.comparison import fc_model
+    from dgnlib.experiments.gatestats import dependence_table, run_network
 
     data = DataSpec("synthetic", n_train=20, shape=(3,), n_classes=2)
     frnpf = RunSpec(fc_model(3, 4, 3, 2).replace(variant="frnpf-ii"), data, seed=1)

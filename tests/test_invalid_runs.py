@@ -8,10 +8,11 @@ import pandas as pd
 import pytest
 import torch
 
-from dgnlib import comparison, depth_training, premises, verdict
-from dgnlib.memstore import MemoryStore
-from dgnlib.runs import DataSpec, ModelSpec
-from dgnlib.sweep import run_sweep
+from dgnlib import verdict
+from dgnlib.engine.memstore import MemoryStore
+from dgnlib.engine.runs import DataSpec, ModelSpec
+from dgnlib.engine.sweep import run_sweep
+from dgnlib.experiments import comparison, depth_training, premises
 
 DATA = DataSpec("synthetic", n_train=60, n_test=20, shape=(4,), n_classes=2, val_fraction=0.1)
 MODEL = ModelSpec("fc", d_in=4, width=8, depth=3, d_out=2, init="glorot")

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from dgnlib.kernels import alignment, npk, ntk, overlap, value_ntk
-from dgnlib.models import DGN
+from dgnlib.core.kernels import alignment, npk, ntk, overlap, value_ntk
+from dgnlib.core.models import DGN
 
 
 def explicit_ntk(model, x, params):

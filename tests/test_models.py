@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from dgnlib.kernels import npk
-from dgnlib.models import DGN, VARIANTS, ConvDGN, fans, plain_relu_mlp
-from dgnlib.paths import path_features, path_values
+from dgnlib.core.kernels import npk
+from dgnlib.core.models import DGN, ConvDGN, fans, plain_relu_mlp
+from dgnlib.core.paths import path_features, path_values
+from dgnlib.names import VARIANTS
 
 
 def tiny(variant: str, seed: int = 1) -> DGN:

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import nbformat
 
-ROOT = Path(__file__).resolve().parent.parent
+from dgnlib.names import repo_root
+
 STEM = "01_dgn_paths"
 EXACT = "path_sum = Phi.T @ val"
 BROKEN = "path_sum = 1.001 * (Phi.T @ val)"  # 0.1 % off: far above the 1e-9 tolerance, far below anything visible
@@ -22,7 +23,7 @@ BROKEN = "path_sum = 1.001 * (Phi.T @ val)"  # 0.1 % off: far above the 1e-9 tol
 def _prepare(dest: Path) -> Path:
     """The smoke-parameterised copy of notebook 01 in dest, as `make nbval` prepares it."""
     subprocess.run([sys.executable, "-m", "dgnlib", "prepare", "--profile", "smoke", "--only", "01", "--dest",
-                    str(dest)], cwd=ROOT, check=True, capture_output=True, text=True)
+                    str(dest)], cwd=repo_root(), check=True, capture_output=True, text=True)
     return dest / f"{STEM}.ipynb"
 
 
@@ -32,7 +33,7 @@ def _nbval(folder: Path) -> subprocess.CompletedProcess:
            "DGN_THREADS": "1"}
     return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--nbval-lax",
                            "--nbval-current-env", "--nbval-cell-timeout=120", "-q", "-rf", str(folder)],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+                          cwd=repo_root(), env=env, capture_output=True, text=True, timeout=240)
 
 
 def test_breaking_an_identity_fails_the_notebook_run_and_the_unbroken_copy_passes(tmp_path):

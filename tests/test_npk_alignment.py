@@ -3,9 +3,10 @@
 import pytest
 import torch
 
-from dgnlib import data, npk_alignment
-from dgnlib.memstore import MemoryStore
-from dgnlib.runs import RunResult
+from dgnlib.engine import tensors
+from dgnlib.engine.memstore import MemoryStore
+from dgnlib.engine.runs import RunResult
+from dgnlib.experiments import npk_alignment
 from dgnlib.verdict import combine
 
 
@@ -14,7 +15,7 @@ def _pair_data(n: int = 64, d: int = 16, seed: int = 0):
     gen = torch.Generator().manual_seed(seed)
     y = torch.where(torch.arange(n) % 2 == 0, 1.0, -1.0)
     x = 0.8 * y[:, None] + torch.randn(n, d, generator=gen)
-    return data.inline({"train": (x[:48], y[:48]), "test": (x[48:], y[48:])}, val_fraction=0.0)
+    return tensors.inline({"train": (x[:48], y[:48]), "test": (x[48:], y[48:])}, val_fraction=0.0)
 
 
 def _specs(lr: float, seeds=(0, 1, 2), epochs: int = 3):
@@ -85,7 +86,7 @@ def test_seeds_and_bad_input():
 
 
 def test_single_thread_restores_the_thread_count():
-    from dgnlib.threads import single_thread
+    from dgnlib.engine.threads import single_thread
 
     before = torch.get_num_threads()
     with pytest.raises(RuntimeError), single_thread():

@@ -4,8 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from dgnlib import ntk_sampling, stats, theory
-from dgnlib.models import DGN
+from dgnlib import stats
+from dgnlib.core import theory
+from dgnlib.core.models import DGN
+from dgnlib.experiments import ntk_sampling
 
 
 def _x(n: int = 4, d_in: int = 3) -> torch.Tensor:

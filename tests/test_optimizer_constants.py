@@ -6,10 +6,10 @@ import json
 import pytest
 import torch
 
-from dgnlib import comparison, npk_alignment
-from dgnlib.ensemble import make_optimizer
-from dgnlib.report import repo_root
-from dgnlib.runs import DataSpec, ModelSpec, RunSpec, RunStore, canonical_json
+from dgnlib.engine.ensemble import make_optimizer
+from dgnlib.engine.runs import DataSpec, ModelSpec, RunSpec, RunStore, canonical_json
+from dgnlib.experiments import comparison, npk_alignment
+from dgnlib.names import repo_root
 
 DATA = DataSpec("synthetic", n_train=60, n_test=20, shape=(4,), n_classes=2, val_fraction=0.1)
 MODEL = ModelSpec("fc", d_in=4, width=8, depth=3, d_out=2)
@@ -75,7 +75,7 @@ def test_the_engine_trains_with_the_constants_it_is_given():
     # one step of RMSprop differs between PyTorch's constants and the reference's (eps 1e-3 makes it visible)
     data = DataSpec("synthetic", n_train=32, n_test=8, shape=(4,), n_classes=2, val_fraction=0.0)
     base = RunSpec(MODEL, data, 0, optimizer="rmsprop", lr=1e-2, batch_size=32, epochs=2)
-    from dgnlib.ensemble import train_ensemble
+    from dgnlib.engine.ensemble import train_ensemble
 
     plain, tuned = (train_ensemble([s], {}, device="cpu")[0] for s in (base, base.replace(opt_alpha=0.5, opt_eps=1e-3)))
     assert plain.rows[2]["train_loss"] != tuned.rows[2]["train_loss"]  # epoch 2 sees the first step

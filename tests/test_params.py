@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from dgnlib import params, schemas
+from dgnlib import constraints, params, schemas
 from dgnlib.companion.plan import parameters_cell
-from dgnlib.params import Choice, Float, FloatList, Int, IntList, Optional, ParamError, Schema, StrList
+from dgnlib.constraints import Choice, Float, FloatList, Int, IntList, Optional, ParamError, Schema, StrList
+from dgnlib.names import repo_root
 
-ROOT = Path(__file__).resolve().parent.parent
-NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+NOTEBOOKS = sorted((repo_root() / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 
 
 def code_cells(path: Path) -> list[str]:
@@ -37,15 +37,16 @@ def test_every_notebook_has_a_schema_and_every_schema_a_notebook():
 
 @pytest.mark.parametrize("profile", ["smoke", "quick", "paper"])
 def test_the_profiles_pass_the_schemas(profile):
-    for stem, section in params.read_profile(ROOT / "profiles" / f"{profile}.yaml").items():
-        defaults, _ = parameters_cell(ROOT / "notebooks" / f"{stem}.ipynb")
+    for stem, section in params.read_profile(repo_root() / "profiles" / f"{profile}.yaml").items():
+        defaults, _ = parameters_cell(repo_root() / "notebooks" / f"{stem}.ipynb")
         assert schemas.SCHEMAS[stem].problems({**defaults, **section, "profile": profile}, stem) == []
 
 
 def test_names_repeated_for_the_runner_equal_the_science_modules():
-    from dgnlib import models, paths, train
+    from dgnlib import names
+    from dgnlib.core import paths
 
-    assert schemas.VARIANTS == models.VARIANTS and schemas.OPTIMIZERS == train.OPTIMIZERS
+    assert names.VARIANTS == names.VARIANTS and names.OPTIMIZERS == names.OPTIMIZERS
     assert schemas.MAX_PATHS == paths.MAX_PATHS
 
 
@@ -81,7 +82,7 @@ def test_notebooks_bind_once_raise_nothing_for_validation_and_record_what_they_c
 def test_constraints_accept_reject_and_describe(constraint, good, bad, message):
     assert all(constraint.ok(v) for v in good)
     assert not any(constraint.ok(v) for v in bad)
-    assert message in params.check_value(constraint, bad[0])
+    assert message in constraints.check_value(constraint, bad[0])
 
 
 def test_one_checker_lists_every_problem_with_uniform_messages_and_hints():
@@ -93,18 +94,18 @@ def test_one_checker_lists_every_problem_with_uniform_messages_and_hints():
     assert any("no parameter 'depthz' (did you mean 'depths'?)" in e for e in errors)
     assert len(errors) == 4
     with pytest.raises(ParamError, match="must include one of relu"):
-        defaults, _ = parameters_cell(ROOT / "notebooks" / "06_gate_adaptation_mnist.ipynb")
+        defaults, _ = parameters_cell(repo_root() / "notebooks" / "06_gate_adaptation_mnist.ipynb")
         schemas.SCHEMAS["06_gate_adaptation_mnist"].check({**defaults, "variants": ["relu", "dnpfl"]}, "06")
 
 
 @pytest.mark.parametrize("value", [(1, 2), {1, 2}, {1: "a"}, [1, object()], {"a": [float("inf")]}, b"x"])
 def test_only_json_values_pass_all_the_way_down(value):
-    assert params.json_problem(value) is not None
-    assert params.check_value(params.Dict(), value) is not None
+    assert constraints.json_problem(value) is not None
+    assert constraints.check_value(constraints.Dict(), value) is not None
 
 
 def test_rules_run_only_on_individually_valid_values():
-    rule = params.Rule(("a", "b"), "a must not exceed b", lambda v: v["a"] <= v["b"])
+    rule = constraints.Rule(("a", "b"), "a must not exceed b", lambda v: v["a"] <= v["b"])
     schema = Schema({"a": Int(), "b": Int()}, [rule])
     assert schema.problems({"a": 3, "b": 2}, "x") == ["x: a must not exceed b; got a=3, b=2"]
     assert schema.problems({"a": "3", "b": 2}, "x") == ["x: parameter 'a' must be an integer; got '3'"]
@@ -119,7 +120,7 @@ def test_duplicate_keys_in_a_profile_are_an_error(tmp_path):
 
 def namespace(stem: str) -> dict:
     """A notebook's globals after its parameters cell ran."""
-    defaults, _ = parameters_cell(ROOT / "notebooks" / f"{stem}.ipynb")
+    defaults, _ = parameters_cell(repo_root() / "notebooks" / f"{stem}.ipynb")
     return dict(defaults)
 
 
@@ -128,9 +129,9 @@ def test_bind_by_hand_takes_quick_sizes_and_never_writes_to_figures(monkeypatch,
     monkeypatch.delenv(params.PROFILE_ENV, raising=False)
     ns = namespace("06_gate_adaptation_mnist")
     bound = params.bind("06_gate_adaptation_mnist", ns)
-    quick = params.read_profile(ROOT / "profiles" / "quick.yaml")["06_gate_adaptation_mnist"]
+    quick = params.read_profile(repo_root() / "profiles" / "quick.yaml")["06_gate_adaptation_mnist"]
     assert bound.profile == "quick" and bound.n_train == quick["n_train"] == ns["n_train"]
-    assert Path(ns["out_dir"]) == ROOT / "build" / "figures" / "quick" == Path(bound.out_dir)
+    assert Path(ns["out_dir"]) == repo_root() / "build" / "figures" / "quick" == Path(bound.out_dir)
     line = capsys.readouterr().out
     assert line.count("\n") == 1 and "quick profile" in line and "DGN_PROFILE=paper" in line
     assert "out_dir" not in bound.as_dict() and bound.as_dict()["n_train"] == quick["n_train"]
@@ -154,15 +155,9 @@ def test_bind_under_the_runner_uses_the_values_as_given_and_lists_all_problems(m
     assert str(info.value).count("\n") == 2 and "'n'" in str(info.value) and "'step_scale'" in str(info.value)
 
 
-def test_modules_stay_small_and_science_imports_nothing_from_the_companion():
-    package = ROOT / "dgnlib"
-    for path in package.rglob("*.py"):  # every module of the package, science and tooling alike
+def test_modules_stay_small():  # the science/tooling line is checked in test_architecture.py
+    for path in (repo_root() / "dgnlib").rglob("*.py"):  # every module of the package, science and tooling alike
         assert len(path.read_text().splitlines()) <= 400, path.name
-    tooling = {"cli.py", "__main__.py", "listing.py", "render.py"}
-    for path in package.glob("*.py"):
-        if path.name not in tooling:
-            imports = re.findall(r"^\s*(?:from|import)\s+(?:dgnlib)?\.*companion\b", path.read_text(), re.M)
-            assert not imports, f"{path.name} imports the companion"
 
 
 def test_a_hand_run_refuses_a_bad_value_as_the_runner_does_and_keeps_a_good_one(monkeypatch, capsys):
@@ -171,7 +166,7 @@ def test_a_hand_run_refuses_a_bad_value_as_the_runner_does_and_keeps_a_good_one(
     stem = "06_gate_adaptation_mnist"
     with pytest.raises(ParamError, match="parameter 'epochs' must be an integer at least 1; got -1"):
         params.bind(stem, {**namespace(stem), "epochs": -1})  # what `papermill -p epochs -1` injects
-    quick = params.read_profile(ROOT / "profiles" / "quick.yaml")[stem]
+    quick = params.read_profile(repo_root() / "profiles" / "quick.yaml")[stem]
     assert quick["epochs"] != 3
     bound = params.bind(stem, {**namespace(stem), "epochs": 3})
     assert bound.epochs == 3 and bound.profile == "quick" and bound.n_train == quick["n_train"]

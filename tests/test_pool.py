@@ -11,10 +11,10 @@ import numpy as np
 import psutil
 import pytest
 
-from dgnlib import pool
-from dgnlib.memstore import MemoryStore
-from dgnlib.runs import DataSpec, ModelSpec, RunSpec
-from dgnlib.sweep import MAX_GROUP_RUNS, group_specs, run_sweep
+from dgnlib.engine import pool
+from dgnlib.engine.memstore import MemoryStore
+from dgnlib.engine.runs import DataSpec, ModelSpec, RunSpec
+from dgnlib.engine.sweep import MAX_GROUP_RUNS, group_specs, run_sweep
 
 DATA = DataSpec("synthetic", n_train=200, n_test=40, shape=(12,), n_classes=3, val_fraction=0.1)
 MODEL = ModelSpec("fc", d_in=12, width=16, depth=4, d_out=3, init="glorot")
@@ -106,7 +106,7 @@ def test_worker_count_from_the_environment(monkeypatch):
 
 PARENT = textwrap.dedent("""
     import time
-    from dgnlib.pool import LocalExecutor
+    from dgnlib.engine.pool import LocalExecutor
     def nap(item):
         time.sleep(120)
     if __name__ == "__main__":

@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from dgnlib import comparison
-from dgnlib.memstore import MemoryStore
-from dgnlib.models import DGN
-from dgnlib.report import repo_root
-from dgnlib.runs import DataSpec, GateSource, ModelSpec, RunSpec, gate_weight_id
-from dgnlib.selection import best_test_epoch
-from dgnlib.sweep import run_sweep
+from dgnlib.core.models import DGN
+from dgnlib.engine.memstore import MemoryStore
+from dgnlib.engine.runs import DataSpec, GateSource, ModelSpec, RunSpec, gate_weight_id
+from dgnlib.engine.selection import best_test_epoch
+from dgnlib.engine.sweep import run_sweep
+from dgnlib.experiments import comparison
+from dgnlib.names import repo_root
 
 SYNTH = DataSpec("synthetic", n_train=120, n_test=41, shape=(6,), n_classes=3, val_fraction=0.0)
 
@@ -111,7 +111,7 @@ def test_each_epoch_logs_the_test_sets_two_fixed_halves():
 
 
 def test_split_half_selection_on_a_hand_made_history():
-    from dgnlib.selection import split_half_selected
+    from dgnlib.engine.selection import split_half_selected
 
     rows = [{"epoch": 0, "test_acc_a": 1.0, "test_acc_b": 1.0},  # initialisation: never chosen
             {"epoch": 1, "test_acc_a": 0.90, "test_acc_b": 0.80},
@@ -122,7 +122,7 @@ def test_split_half_selection_on_a_hand_made_history():
 
 
 def test_the_follow_up_table_has_both_optimisers_and_every_variant():
-    from dgnlib.selection import FOLLOW_UP_FC_MNIST
+    from dgnlib.engine.selection import FOLLOW_UP_FC_MNIST
 
     for opt in ("adam", "sgd"):
         assert set(FOLLOW_UP_FC_MNIST[opt]) == {"frnpf-ii", "frnpf-di", "flnpf", "dnpfl", "relu"}

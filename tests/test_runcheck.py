@@ -6,10 +6,10 @@ import shutil
 import numpy as np
 import pytest
 
-from dgnlib import runcheck
-from dgnlib.runcheck import CorruptEntry, StoreError
-from dgnlib.runs import SCHEMA, DataSpec, ModelSpec, RunResult, RunSpec, RunStore
-from dgnlib.sweep import run_sweep
+from dgnlib.engine import runcheck
+from dgnlib.engine.runcheck import CorruptEntry, StoreError
+from dgnlib.engine.runs import SCHEMA, DataSpec, ModelSpec, RunResult, RunSpec, RunStore
+from dgnlib.engine.sweep import run_sweep
 
 DATA = DataSpec("synthetic", n_train=40, n_test=10, shape=(4,), n_classes=2, val_fraction=0.0)
 MODEL = ModelSpec("fc", d_in=4, width=6, depth=3, d_out=2)

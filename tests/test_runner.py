@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from companion_fixture import make_repo
 
-from dgnlib.cli import main
+from dgnlib.companion.cli import main
 from dgnlib.companion.fsio import sha256_file
 
 

@@ -8,17 +8,18 @@ import re
 import textwrap
 
 import nbformat
-from companion_fixture import ROOT, dgn_process, make_repo, write_notebook
+from companion_fixture import dgn_process, make_repo, write_notebook
 from nbformat.v4 import new_code_cell
 
 from dgnlib.companion.progress import SweepTail, describe
+from dgnlib.names import repo_root
 
 SWEEP = textwrap.dedent(f"""
     import sys
-    sys.path.insert(0, {str(ROOT)!r})  # the real dgnlib, not this test repository's stand-in
+    sys.path.insert(0, {str(repo_root())!r})  # the real dgnlib, not this test repository's stand-in
     import os
-    from dgnlib.runs import DataSpec, ModelSpec, RunSpec, RunStore
-    from dgnlib.sweep import run_sweep
+    from dgnlib.engine.runs import DataSpec, ModelSpec, RunSpec, RunStore
+    from dgnlib.engine.sweep import run_sweep
     data = DataSpec("synthetic", n_train=200, n_test=20, shape=(4,), n_classes=2, val_fraction=0.1)
     model = ModelSpec("fc", d_in=4, width=8, depth=3, d_out=2)
     specs = [RunSpec(model, data, 0, lr=lr, batch_size=8, epochs=6) for lr in (1e-2, 2e-2, 3e-2)]
@@ -81,3 +82,26 @@ def test_on_a_terminal_the_bar_is_updated_in_place(tmp_path):
     text = out.getvalue()
     assert "\r" in text and "\n06_x" not in text and "10/20" in text and "runs 1/4" in text
     assert "ETA" in describe("a", {"epochs": 3, "epochs_done": 0, "eta_s": None})
+
+
+def test_the_committed_executed_copy_names_where_its_files_were_published_not_the_private_run_folder(tmp_path):
+    repo = make_repo(tmp_path / "repo")
+    path = repo / "notebooks" / "02_ok.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    nb.cells.append(new_code_cell("print('wrote to', out_dir)"))
+    nbformat.write(nb, path)
+    proc = dgn_process(repo, "reproduce", "--profile", "smoke", "--only", "02")
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    text = (repo / "build" / "executed" / "smoke" / "02_ok.ipynb").read_text()
+    assert "build/tmp" not in text  # the private run folder is gone from every string of the copy
+    copy = json.loads(text)
+    record = copy["metadata"]["papermill"]
+    assert record["output_path"] == "build/executed/smoke/02_ok.ipynb"
+    assert record["parameters"]["out_dir"] == "build/figures/smoke"
+    injected = [c for c in copy["cells"] if "injected-parameters" in c["metadata"].get("tags", [])]
+    assert 'out_dir = "build/figures/smoke"\n' in "".join(injected[0]["source"])
+    printed = "".join(o.get("text", "") if isinstance(o.get("text"), str) else "".join(o.get("text", []))
+                      for o in copy["cells"][-1]["outputs"])
+    assert printed.strip() == "wrote to build/figures/smoke"
+    assert (repo / "build" / "figures" / "smoke" / "02.csv").is_file()

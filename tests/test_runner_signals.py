@@ -11,9 +11,10 @@ import time
 from pathlib import Path
 
 import pytest
-from companion_fixture import ROOT, dgn_process, make_repo
+from companion_fixture import dgn_process, make_repo
 
 from dgnlib.companion.fsio import sha256_file
+from dgnlib.names import repo_root
 
 
 def wait_for(path: Path, timeout: float = 60.0) -> None:
@@ -118,17 +119,18 @@ def move_then_die(src, dst):
     if len(moved) == 2:  # two of 02's files are in place, the rest, the manifest and the cache entry are not
         os.kill(os.getpid(), signal.SIGKILL)
 manifest.move_atomic = move_then_die
-from dgnlib.cli import main
+from dgnlib.companion.cli import main
 sys.exit(main(sys.argv[1:]))
 """
 
 
 def test_sigkill_mid_commit_is_repaired_by_the_next_run(repo):
     (repo / "profiles" / "smoke.yaml").write_text("02_ok:\n  n: 5\n")
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(repo_root())}
     env.pop("DGN_RUNNER", None)
     done = subprocess.run([sys.executable, "-c", KILL_MID_COMMIT, "--root", str(repo), "reproduce", "--profile",
-                           "smoke", "--only", "02"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+                           "smoke", "--only", "02"], cwd=repo_root(), env=env, capture_output=True, text=True,
+                          timeout=60)
     assert done.returncode == -signal.SIGKILL, done.stderr
     assert (repo / "build" / "commit" / "smoke--02.json").is_file()  # the journal says a commit was cut short
     again = dgn_process(repo, "reproduce", "--profile", "smoke")

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dgnlib.memstore import MemoryStore
-from dgnlib.runs import DataSpec, GateSource, ModelSpec, RunResult, RunSpec, RunStore, default_store
-from dgnlib.sweep import group_specs, run_sweep
+from dgnlib.engine.memstore import MemoryStore
+from dgnlib.engine.runs import DataSpec, GateSource, ModelSpec, RunResult, RunSpec, RunStore, default_store
+from dgnlib.engine.sweep import group_specs, run_sweep
 
 DATA = DataSpec("synthetic", n_train=60, n_test=20, shape=(4,), n_classes=2, val_fraction=0.1)
 MODEL = ModelSpec("fc", d_in=4, width=8, depth=3, d_out=2)
@@ -117,8 +117,8 @@ def test_group_specs_puts_compatible_runs_together():
 
 SCRIPT = textwrap.dedent("""
     import sys
-    from dgnlib.runs import DataSpec, ModelSpec, RunSpec, RunStore
-    from dgnlib.sweep import run_sweep
+    from dgnlib.engine.runs import DataSpec, ModelSpec, RunSpec, RunStore
+    from dgnlib.engine.sweep import run_sweep
     data = DataSpec("synthetic", n_train=400, n_test=20, shape=(4,), n_classes=2, val_fraction=0.1)
     model = ModelSpec("fc", d_in=4, width=8, depth=3, d_out=2)
     # distinct learning rates: four groups, trained and stored one after another

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from dgnlib import memstore, soft_gating
-from dgnlib.runs import DataSpec, ModelSpec
+from dgnlib.engine import memstore
+from dgnlib.engine.runs import DataSpec, ModelSpec
+from dgnlib.experiments import comparison, soft_gating
 
 BETAS = [1.0, 2.0, 4.0, 8.0, 16.0]
 
@@ -53,10 +54,10 @@ def test_the_old_rule_holds_often_under_no_effect_and_the_new_one_rarely():
 
 
 def test_run_seeds_are_deterministic_and_distinct():
-    assert soft_gating.run_seeds(0, 4) == soft_gating.run_seeds(0, 4)
-    assert len(set(soft_gating.run_seeds(0, 4))) == 4 and soft_gating.run_seeds(1, 4) != soft_gating.run_seeds(0, 4)
+    assert comparison.run_seeds(0, 4) == comparison.run_seeds(0, 4)
+    assert len(set(comparison.run_seeds(0, 4))) == 4 and comparison.run_seeds(1, 4) != comparison.run_seeds(0, 4)
     with pytest.raises(ValueError):
-        soft_gating.run_seeds(0, 0)
+        comparison.run_seeds(0, 0)
 
 
 def test_soft_patterns_and_initial_layer1_gates():
@@ -77,7 +78,7 @@ def test_a_tiny_sweep_gives_one_row_per_setting_and_seed():
     model = ModelSpec("fc", init="glorot", d_in=6, width=8, depth=3, d_out=3)
     data = DataSpec("synthetic", n_train=60, n_test=30, shape=(6,), n_classes=3)
     store = memstore.MemoryStore()
-    seeds = soft_gating.run_seeds(0, 3)
+    seeds = comparison.run_seeds(0, 3)
     history, per = soft_gating.soft_gating_sweep(model, data, [1.0, 4.0, 16.0], seeds, store=store, progress=False,
                                                epochs=2, lr=1e-2)
     assert len(per) == 4 * 3 and set(per["status"]) == {"ok"}

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from dgnlib import theory
-from dgnlib.kernels import ntk
-from dgnlib.models import DGN
+from dgnlib.core import theory
+from dgnlib.core.kernels import ntk
+from dgnlib.core.models import DGN
 
 
 def _rel_fro(a, b):
@@ -40,7 +40,7 @@ def test_ntk_moments_variance_matches_a_direct_estimate():
     x = torch.randn(4, 3, dtype=torch.float64)
     gates = theory.bernoulli_gates(4, 5, 3, 0.5, seed=1)
     mean, var = theory.ntk_moments(x, gates, 0.4, draws=40, seed=2, batch=7)
-    from dgnlib.kernels import value_ntk
+    from dgnlib.core.kernels import value_ntk
 
     samples = torch.cat(
         [

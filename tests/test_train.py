@@ -5,12 +5,13 @@ import math
 import pandas as pd
 import pytest
 import torch
+from autograd_reference import gd_fixed_gates
 from synthetic import two_blobs
 
-from dgnlib import theory
-from dgnlib.kernels import value_ntk
-from dgnlib.models import DGN
-from dgnlib.train import fit, gd_fixed_gates, seed_everything
+from dgnlib.core import theory
+from dgnlib.core.kernels import value_ntk
+from dgnlib.core.models import DGN
+from dgnlib.engine.reference import fit, seed_everything
 
 
 def blobs(n=200, d=5, seed=0):

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from dgnlib import record
 from dgnlib import verdict as v
 
 matplotlib.use("Agg")
@@ -142,7 +143,7 @@ def test_conclude_writes_four_files_and_deterministic_pdf(tmp_path):
     checks = [v.Check("identity holds", True, "max error 1e-15", error=1e-15),
               v.Check("in regime", True, kind="sanity")]
     fig, df = _figure(), pd.DataFrame({"x": [1, 2], "y": [0.5, np.nan]})
-    rec = v.conclude("99", "a claim", parts, checks, params={"profile": "smoke", "n": 3}, numbers={"r": np.nan},
+    rec = record.conclude("99", "a claim", parts, checks, params={"profile": "smoke", "n": 3}, numbers={"r": np.nan},
                      fig=fig, table=df, out_dir=tmp_path / "a")
     assert rec["verdict"] == "held" and rec["profile"] == "smoke"
     on_disk = json.loads((tmp_path / "a" / "99.json").read_text())
@@ -151,7 +152,8 @@ def test_conclude_writes_four_files_and_deterministic_pdf(tmp_path):
     assert on_disk["parts"][0]["interval"] and on_disk["checks"][1]["kind"] == "sanity"
     assert on_disk["numbers"]["r"] is None and on_disk["parameters"] == {"profile": "smoke", "n": 3}
     assert {p.name for p in (tmp_path / "a").iterdir()} == {"99.png", "99.pdf", "99.csv", "99.json"}
-    v.conclude("99", "a claim", parts, checks, params={"profile": "smoke", "n": 3}, fig=fig, out_dir=tmp_path / "b")
+    record.conclude("99", "a claim", parts, checks, params={"profile": "smoke", "n": 3}, fig=fig,
+                    out_dir=tmp_path / "b")
     for ext in ("pdf", "png"):
         assert (tmp_path / "a" / f"99.{ext}").read_bytes() == (tmp_path / "b" / f"99.{ext}").read_bytes()
     assert b"CreationDate" not in (tmp_path / "a" / "99.pdf").read_bytes()
@@ -164,20 +166,21 @@ def test_conclude_records_then_raises_on_a_failed_check(tmp_path):
 
     parts = [v.paired([3.0, 4.0, 5.0], [1.0, 1.0, 1.5])]
     with pytest.raises(v.IdentityError, match="identity check 'npk = Σ⊙Λ' failed") as err:
-        v.conclude("98", "c", parts, [v.Check("npk = Σ⊙Λ", False, "error 0.3")], params=P(), out_dir=tmp_path)
+        record.conclude("98", "c", parts, [v.Check("npk = Σ⊙Λ", False, "error 0.3")], params=P(), out_dir=tmp_path)
     assert isinstance(err.value, AssertionError)
     rec = json.loads((tmp_path / "98.json").read_text())
     assert rec["checks"][0]["passed"] is False and rec["parameters"]["lr"] == 1.0
     assert not list(tmp_path.glob(".*"))  # no temporary files left behind
     with pytest.raises(ValueError, match="profile"):
-        v.conclude("97", "c", parts, [], params={}, out_dir=tmp_path)
+        record.conclude("97", "c", parts, [], params={}, out_dir=tmp_path)
     # no parts: the claim is its identities
-    assert v.conclude("96", "c", [], [v.Check("x", True)], params={"profile": "smoke"}, out_dir=tmp_path)[
+    assert record.conclude("96", "c", [], [v.Check("x", True)], params={"profile": "smoke"}, out_dir=tmp_path)[
         "verdict"] == "held"
 
 
 def test_parts_table_lists_parts_then_checks():
-    df = v.parts_table([v.paired([3.0, 4.0, 5.0], [1.0, 1.0, 1.5], name="a beats b")], [v.Check("x", False, "bad")])
+    df = record.parts_table([v.paired([3.0, 4.0, 5.0], [1.0, 1.0, 1.5], name="a beats b")],
+                            [v.Check("x", False, "bad")])
     assert list(df["what"]) == ["claim: a beats b", "identity: x"] and list(df["verdict"]) == ["held", "FAILED"]
 
 

@@ -17,15 +17,15 @@ import pytest
 from nbformat import write
 from nbformat.v4 import new_code_cell, new_notebook
 
-from dgnlib import runcheck
 from dgnlib.companion.cli import main
 from dgnlib.companion.fsio import sha256_file
+from dgnlib.engine import runcheck
 
 FIGLIB = '''"""What the fixture's notebooks compute: a sweep of two tiny runs, their accuracies as CSV and JSON."""
 import json
 from pathlib import Path
 
-from dgnlib import runs, sweep
+from dgnlib.engine import runs, sweep
 
 DATA = runs.DataSpec("synthetic", n_train=32, n_test=8, shape=(4,), n_classes=2, val_fraction=0.0)
 MODEL = runs.ModelSpec("fc", d_in=4, width=6, depth=3, d_out=2)

@@ -1,8 +1,8 @@
 """The cache: a notebook reruns only when something it depends on changed.
 
 The key is made of the effective parameters, the notebook's code cells, the `*.py` sources of the science modules
-of the checkout the kernel imports (`companion/` excluded: tooling), the versions of the main packages, and the
-data hashes (read as data from `dgnlib/data_hashes.py`, without importing torch).
+of the checkout the kernel imports (`dgnlib.names.TOOLING` excluded), the versions of the main packages, and the
+data hashes (read as data from `dgnlib/data/hashes.py`, without importing torch).
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from typing import Any
 from dgnlib.companion.fsio import digest, read_json, sha256_file
 from dgnlib.companion.layout import Destination, Layout
 from dgnlib.companion.plan import Task
-from dgnlib.sources import science_sources
+from dgnlib.engine.sources import science_sources
+from dgnlib.names import PACKAGE
 
 CACHE_FORMAT = 2
 MAIN_PACKAGES = ("dgnlib", "torch", "numpy", "scipy", "pandas", "matplotlib", "seaborn", "pooch", "papermill",
@@ -27,17 +28,17 @@ MAIN_PACKAGES = ("dgnlib", "torch", "numpy", "scipy", "pandas", "matplotlib", "s
 def science_dir(layout: Layout) -> Path:
     """The dgnlib the kernel imports: <root>/dgnlib when the checkout has one, else the installed package."""
     local = layout.root / "dgnlib"
-    return local if (local / "__init__.py").is_file() else Path(__file__).resolve().parent.parent
+    return local if (local / "__init__.py").is_file() else PACKAGE
 
 
 def source_hashes(package: Path) -> dict[str, str]:
-    """SHA-256 of every science source of the package (`dgnlib.sources`: one rule with the Dask fingerprint)."""
+    """SHA-256 of every science source of the package (`dgnlib.engine.sources`: one rule with the Dask fingerprint)."""
     return {p.relative_to(package).as_posix(): sha256_file(p) for p in science_sources(package)}
 
 
 def data_hashes(package: Path) -> Any:
-    """The HASHES table of <package>/data_hashes.py, read as a literal (None when absent)."""
-    path = package / "data_hashes.py"
+    """The HASHES table of <package>/data/hashes.py, read as a literal (None when absent)."""
+    path = package / "data" / "hashes.py"
     try:
         tree = ast.parse(path.read_text())
     except (OSError, SyntaxError):

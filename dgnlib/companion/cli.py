@@ -9,7 +9,8 @@ from pathlib import Path
 
 from dgnlib import __version__
 from dgnlib.companion.fsio import Interrupted, signals_raise
-from dgnlib.companion.layout import DEFAULT_TIMEOUT_S, EXIT_BAD_INPUT, InputError, Layout
+from dgnlib.companion.layout import DEFAULT_TIMEOUT_S, InputError, Layout
+from dgnlib.names import EXIT_BAD_INPUT
 
 EPILOG = """exit status: 0 ok, 1 a notebook failed (an error, a dead kernel, --timeout, a commit the disk refused),
 2 bad input (profile, parameter, --only, environment variable, a corrupt manifest, another run holding the
@@ -118,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 from dgnlib.companion.prepare import prepare
 
                 return prepare(layout, args.profile, args.dest, args.only, args.sets)
-            from dgnlib.render import render
+            from dgnlib.companion.render import render
 
             return render(layout, args.profile, args.dest, source=args.source)
     except InputError as exc:

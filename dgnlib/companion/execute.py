@@ -152,6 +152,41 @@ def relative_record(notebook: Path, root: Path) -> None:
         nbformat.write(nb, notebook)
 
 
+def relocate_copy(notebook: Path, moves: dict[str, str]) -> int:
+    """Replace the run's private paths by where its files are published, in every string of an executed copy.
+
+    The runner executes a notebook into a private folder (`build/tmp/<run>/out/<id>`, `.../executed/<stem>.ipynb`)
+    so that a failed run leaves the published files alone; the published copy then names the folders its files were
+    committed to (the injected `out_dir`, papermill's `output_path` and `parameters`, any printed path), so that it
+    reads as what it is and reruns into them. Returns how many strings changed; rewritten atomically.
+    """
+    import nbformat
+
+    from dgnlib.atomic import write_via
+
+    order = sorted(moves, key=len, reverse=True)  # the most specific path first
+    changed = 0
+
+    def fix(value: Any) -> Any:
+        nonlocal changed
+        if isinstance(value, str):
+            new = value
+            for old in order:
+                new = new.replace(old, moves[old])
+            changed += new != value
+            return new
+        if isinstance(value, list):
+            return [fix(v) for v in value]
+        if isinstance(value, dict):
+            return type(value)((k, fix(v)) for k, v in value.items())
+        return value
+
+    nb = nbformat.from_dict(fix(nbformat.read(notebook, as_version=4)))
+    if changed:
+        write_via(notebook, lambda tmp: nbformat.write(nb, tmp))
+    return changed
+
+
 def execute(job: Job, kernels: Kernels) -> Result:
     """Run the notebook; its outputs stay in job.out_dir and job.output. Interrupted propagates after cleanup."""
     import papermill

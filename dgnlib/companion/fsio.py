@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from dgnlib.atomic import file_mode, write_atomic, write_via  # noqa: F401  (the one atomic writer; re-exported)
+from dgnlib.atomic import file_mode, write_atomic, write_via
 
 HANDLED = (signal.SIGINT, signal.SIGTERM)
 

@@ -6,9 +6,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_BAD_INPUT = 2
+from dgnlib.names import repo_root
+
 # a notebook's wall-clock limit: far above the slowest paper-profile figure on 2 CPU cores (figure 06, 2 h 32 min)
 DEFAULT_TIMEOUT_S = 24 * 3600.0
 PUBLISHED_PROFILE = "paper"  # the profile whose runs are published (committed) without --publish
@@ -17,11 +16,6 @@ INDEX_ID = "00"  # the front page: it lists the other figures, so it runs last a
 
 class InputError(Exception):
     """Bad input or a state the runner must not touch (profile, parameter, selection, lock, manifest): exit 2."""
-
-
-def repo_root() -> Path:
-    """The checkout this package lives in (the folder holding `dgnlib/`)."""
-    return Path(__file__).resolve().parent.parent.parent
 
 
 @dataclass(frozen=True)

@@ -14,10 +14,10 @@ from typing import Any
 
 import yaml
 
-from dgnlib import params
+from dgnlib import constraints, params
 from dgnlib.companion.fsio import probe_writable
 from dgnlib.companion.layout import INDEX_ID, Destination, InputError, Layout
-from dgnlib.params import ParamError, Schema
+from dgnlib.constraints import ParamError, Schema
 
 NOTEBOOK_NAME = re.compile(r"^(\d\d)_[A-Za-z0-9_]+\.ipynb$")
 INJECTED = ("profile", "out_dir")
@@ -158,7 +158,7 @@ def parse_sets(items: Sequence[str]) -> list[tuple[str | None, str, Any]]:
             value = params.load_yaml(text) if text.strip() else ""
         except yaml.YAMLError as exc:
             raise InputError(f"--set {item}: the value is not plain YAML data ({' '.join(str(exc).split())})") from exc
-        if problem := params.json_problem(value):
+        if problem := constraints.json_problem(value):
             raise InputError(f"--set {item}: {problem}")
         parsed.append((target or None, key, value))
     return parsed

@@ -16,7 +16,7 @@ def log(message: str) -> None:
 
 def workers(workers: int | None, jobs: int) -> int:
     """Training processes per notebook: --workers, else DGN_WORKERS, else the usable cores shared by the jobs."""
-    from dgnlib import pool  # no torch: the pool imports it in its workers only
+    from dgnlib.engine import pool  # no torch: the pool imports it in its workers only
 
     if workers is None:
         try:
@@ -31,8 +31,8 @@ def workers(workers: int | None, jobs: int) -> int:
 
 def check_environment() -> None:
     """Refuse, before anything runs, environment variables the kernels would trip on late: DGN_THREADS, DGN_DATA_DIR."""
-    from dgnlib import threads
-    from dgnlib.datafiles import data_dir_problem
+    from dgnlib.data.files import data_dir_problem
+    from dgnlib.engine import threads
 
     try:
         threads.threads_from_env()
@@ -44,7 +44,7 @@ def check_environment() -> None:
 
 def check_scheduler(address: str) -> None:
     """Fail fast (exit 2) when the Dask scheduler is malformed, unreachable, or its workers differ from this client."""
-    from dgnlib import cluster  # imports Dask: only when a scheduler is given
+    from dgnlib.engine import cluster  # imports Dask: only when a scheduler is given
 
     try:
         cluster.check_address(address)

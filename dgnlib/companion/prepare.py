@@ -7,8 +7,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from dgnlib.companion.layout import EXIT_OK, InputError, Layout
+from dgnlib.companion.layout import InputError, Layout
 from dgnlib.companion.plan import make_plan
+from dgnlib.names import EXIT_OK
 
 
 def log(message: str) -> None:

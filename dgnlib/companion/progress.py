@@ -1,6 +1,6 @@
 """Sweep progress on the runner's terminal: the kernels write their sweep's state to a file, the runner shows it.
 
-A notebook's kernel runs with DGN_PROGRESS_FILE naming a private file (`dgnlib.sweep.Progress` rewrites it
+A notebook's kernel runs with DGN_PROGRESS_FILE naming a private file (`dgnlib.engine.sweep.Progress` rewrites it
 atomically as epochs and runs finish, whether the groups train in this kernel, in worker processes or on Dask
 workers). The runner polls the files of the notebooks running now: on a terminal one bar per sweep, updated in place;
 otherwise one line per notebook when its state changed and at least `every_s` seconds passed, and one when it ends.
@@ -16,7 +16,7 @@ from typing import Any, TextIO
 
 from dgnlib.companion.table import format_seconds
 
-PROGRESS_FILE_ENV = "DGN_PROGRESS_FILE"  # = dgnlib.sweep.PROGRESS_FILE_ENV (the tooling does not import torch)
+PROGRESS_FILE_ENV = "DGN_PROGRESS_FILE"  # = dgnlib.engine.sweep.PROGRESS_FILE_ENV (the tooling does not import torch)
 LINE_EVERY_S = 30.0  # off a terminal: at most one progress line per notebook this often
 
 

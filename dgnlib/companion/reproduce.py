@@ -17,7 +17,7 @@ from pathlib import Path
 
 from dgnlib import params
 from dgnlib.companion import cache, preflight, table
-from dgnlib.companion.execute import Job, Kernels, Result, execute
+from dgnlib.companion.execute import Job, Kernels, Result, execute, relocate_copy
 from dgnlib.companion.fsio import (
     Interrupted,
     complete_notebook,
@@ -28,10 +28,11 @@ from dgnlib.companion.fsio import (
     signals_call,
     signals_raise,
 )
-from dgnlib.companion.layout import DEFAULT_TIMEOUT_S, EXIT_FAILED, EXIT_OK, INDEX_ID, InputError, Layout
+from dgnlib.companion.layout import DEFAULT_TIMEOUT_S, INDEX_ID, InputError, Layout
 from dgnlib.companion.manifest import Manifest, Staged, commit, journal_path, recover, restore_entry, stage_outputs
 from dgnlib.companion.plan import Plan, Task, make_plan
 from dgnlib.companion.progress import PROGRESS_FILE_ENV, SweepTail
+from dgnlib.names import EXIT_FAILED, EXIT_OK
 
 
 def log(message: str) -> None:
@@ -210,6 +211,8 @@ class Run:
             "claim": record.get("claim"), "verdict": record.get("verdict"),
         }
         cache_entry = cache.make_entry(task, self.ctx, outputs, layout.rel(executed_to), entry)
+        relocate_copy(job.output, {layout.rel(job.out_dir): layout.rel(self.dest.figures),
+                                   layout.rel(job.output): layout.rel(executed_to)})
         try:
             commit(layout, self.dest, Staged(nb.id, job.out_dir, job.output, executed_to, entry,
                                              cache.entry_path(self.dest, nb.id), cache_entry))
@@ -297,7 +300,7 @@ def reproduce(layout: Layout, profile: str, only: str | None = None, sets: Seque
 
     `scheduler` (or the environment variable DGN_SCHEDULER): the address of a Dask scheduler that trains the sweeps'
     ensemble groups; it is checked before anything runs, and Dask is imported only when one is given.
-    `workers` (or DGN_WORKERS): processes training the groups of a sweep side by side here (`dgnlib.pool`); by
+    `workers` (or DGN_WORKERS): processes training the groups of a sweep side by side here (`dgnlib.engine.pool`); by
     default the usable cores divided by `jobs`. `timeout`: seconds a notebook may run (0 or None: no limit).
     """
     with signals_raise():

@@ -8,8 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dgnlib.atomic import write_atomic
 from dgnlib.companion import limits
-from dgnlib.companion.fsio import read_json, write_atomic
+from dgnlib.companion.fsio import read_json
 
 README_START = "<!-- figures:start -->"
 README_END = "<!-- figures:end -->"

@@ -5,8 +5,8 @@ under the parameters its manifest entry records, into a scratch folder under bui
 with the committed store runs/ opened read-only: a run missing from it fails the figure, naming the key, and is
 never trained. Its CSV and JSON are then compared with the published ones byte for byte, and so are its PNG and
 PDF (the figures are saved without dates or software versions, so the same code and libraries give the same bytes).
-Before that, every entry of runs/ is audited (`dgnlib.runcheck.audit`), and the runs a figure read when it was last
-verified (`runs_read` in its entry: key → file → SHA-256) must still be there, byte for byte.
+Before that, every entry of runs/ is audited (`dgnlib.engine.runcheck.audit`), and the runs a figure read when it
+was last verified (`runs_read` in its entry: key → file → SHA-256) must still be there, byte for byte.
 
 `--record` (after a fully green run on a clean checkout) writes `verified` and `runs_read` into each verified
 figure's entry; `dgn reproduce` drops both when it republishes a figure.
@@ -28,14 +28,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dgnlib import params, runcheck
+from dgnlib import params
 from dgnlib.companion.diff import describe_difference
 from dgnlib.companion.execute import Job, Kernels, Result, execute, utc_now
 from dgnlib.companion.fsio import Interrupted, sha256_file, signals_call, write_json
-from dgnlib.companion.layout import EXIT_FAILED, EXIT_OK, INDEX_ID, InputError, Layout
+from dgnlib.companion.layout import INDEX_ID, InputError, Layout
 from dgnlib.companion.manifest import Manifest
 from dgnlib.companion.reproduce import kernel_environment
-from dgnlib.runs import SCHEMA
+from dgnlib.engine import runcheck
+from dgnlib.engine.runs import SCHEMA
+from dgnlib.names import EXIT_FAILED, EXIT_OK
 
 # The figures that re-derive in at most a minute and a half and match figures/ byte for byte on the development
 # machines (measured on 2 shared CPU cores: see README, "Verify the published figures"). 03 and 10 re-derive in

@@ -1,0 +1,1 @@
+"""The paper's objects: DGN models, neural paths, kernels (NPK, NTK) and the closed forms of the theory."""

@@ -1,0 +1,1 @@
+"""The data files on disk: verified reading and fetching, and their known hashes."""

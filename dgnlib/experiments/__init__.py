@@ -1,0 +1,1 @@
+"""One module per figure family, named after what its figure measures, and the variant comparison they share."""
