@@ -127,3 +127,45 @@ def test_the_follow_up_table_has_both_optimisers_and_every_variant():
     for opt in ("adam", "sgd"):
         assert set(FOLLOW_UP_FC_MNIST[opt]) == {"frnpf-ii", "frnpf-di", "flnpf", "dnpfl", "relu"}
     assert FOLLOW_UP_FC_MNIST["adam"]["dnpfl"] == (98.22, 0.05) and "neural-path-kernel" in FOLLOW_UP_FC_MNIST["source"]
+
+
+def _history(variant: str, seed: int, test: list[float], halves: list[tuple[float, float]], status: str = "ok"):
+    import pandas as pd
+
+    rows = [{"variant": variant, "seed": seed, "epoch": 0, "test_acc": 0.1, "test_acc_a": 0.1, "test_acc_b": 0.1,
+             "val_acc": float("nan"), "train_acc": 0.1, "gates_changed": 0.0, "status": status}]
+    for e, (acc, (a, b)) in enumerate(zip(test, halves), start=1):
+        rows.append({"variant": variant, "seed": seed, "epoch": e, "test_acc": acc, "test_acc_a": a,
+                     "test_acc_b": b, "val_acc": float("nan"), "train_acc": 0.9, "gates_changed": 0.0,
+                     "status": status})
+    return pd.DataFrame(rows)
+
+
+def test_the_reference_table_is_the_mean_of_best_epochs_with_population_std_and_split_half_beside_it():
+    import pandas as pd
+
+    from dgnlib.experiments import reference_table
+
+    adam = pd.concat([
+        _history("relu", 0, [0.90, 0.96, 0.95], [(0.91, 0.89), (0.97, 0.95), (0.94, 0.96)]),
+        _history("relu", 1, [0.92, 0.94, 0.98], [(0.93, 0.91), (0.95, 0.93), (0.97, 0.99)]),
+        _history("linear", 0, [0.80, 0.85, 0.84], [(0.8, 0.8), (0.85, 0.85), (0.84, 0.84)]),
+        _history("linear", 1, [0.5, 0.5, 0.5], [(0.5, 0.5)] * 3, status="nonfinite"),
+    ], ignore_index=True)
+    sgd = _history("relu", 0, [0.5, 0.7, 0.6], [(0.5, 0.5), (0.6, 0.8), (0.7, 0.5)])
+    t = reference_table.tables({"adam": adam, "sgd": sgd})
+    assert t["reference_table"]["adam"]["relu"] == pytest.approx((0.96 + 0.98) / 2)
+    assert t["reference_table_std"]["adam"]["relu"] == pytest.approx(0.01)  # ddof 0: |0.96 - 0.98| / 2
+    assert t["reference_table"]["adam"]["linear"] == pytest.approx(0.85)  # the invalid run is left out
+    assert t["reference_table_std"]["adam"]["linear"] == 0.0
+    # seed 0: choose on a (epoch 2: 0.97) -> b 0.95; choose on b (epoch 3: 0.96) -> a 0.94; mean 0.945
+    # seed 1: a best at epoch 3 (0.97) -> b 0.99; b best at epoch 3 (0.99) -> a 0.97; mean 0.98
+    assert t["split_half_table"]["adam"]["relu"] == pytest.approx((0.945 + 0.98) / 2)
+    assert t["reference_table"]["sgd"] == {"relu": pytest.approx(0.7)}
+    # a best at epoch 3 (0.7) -> b 0.5; b best at epoch 2 (0.8) -> a 0.6: each half reports the other's choice
+    assert t["split_half_table"]["sgd"]["relu"] == pytest.approx((0.5 + 0.6) / 2)
+    page = reference_table.beside_follow_up(t)
+    assert page.loc[("adam", "relu"), "follow-up paper (%)"] == 98.14
+    assert page.loc[("adam", "relu"), "difference (points)"] == pytest.approx(97.0 - 98.14)
+    assert page.loc[("sgd", "relu"), "follow-up paper (%)"] == 97.85
+    assert np.isnan(page.loc[("adam", "linear"), "follow-up paper (%)"])  # the follow-up has no linear cell

@@ -23,6 +23,7 @@ from dgnlib.core.models import DGN, GatedNet
 from dgnlib.engine import tensors as datamod
 from dgnlib.engine.memstore import MemoryStore
 from dgnlib.engine.runs import DataSpec, GateSource, ModelSpec, RunSpec, RunStore
+from dgnlib.engine.selection import split_half_selected
 from dgnlib.engine.sweep import Executor, run_sweep
 from dgnlib.experiments.premises import require_learnt
 from dgnlib.names import VARIANTS
@@ -165,7 +166,8 @@ def train_variants(
 
 
 def final_accuracy(history: pd.DataFrame) -> pd.DataFrame:
-    """Per (variant, seed): best-epoch test accuracy, and the test accuracy at the epoch of best validation accuracy.
+    """Per (variant, seed): best-epoch test accuracy, the test accuracy at the epoch of best validation accuracy, and
+    the split-half selected test accuracy (`selection.split_half_selected`; NaN when the run logged no test halves).
 
     "invalid" is True for a run whose status (when the history has one) is not "ok": a run stopped for non-finite
     values, whose numbers must not decide anything; a run with no trained epoch is invalid, with NaN numbers.
@@ -177,6 +179,7 @@ def final_accuracy(history: pd.DataFrame) -> pd.DataFrame:
         if run.empty:  # never trained (e.g. flnpf whose relu source diverged): no numbers, and invalid
             rows.append({"variant": variant, "seed": seed, "best_epoch_test_acc": float("nan"),
                          "val_selected_test_acc": float("nan"), "val_selected_epoch": 0,
+                         "split_half_test_acc": float("nan"),
                          "final_train_acc": float("nan"), "final_gates_changed": float("nan"), "invalid": True})
             continue
         best_val = run.loc[run["val_acc"].idxmax()] if run["val_acc"].notna().any() else run.iloc[-1]
@@ -187,6 +190,8 @@ def final_accuracy(history: pd.DataFrame) -> pd.DataFrame:
                 "best_epoch_test_acc": run["test_acc"].max(),
                 "val_selected_test_acc": best_val["test_acc"],
                 "val_selected_epoch": int(best_val["epoch"]),
+                # the honest number without a validation split: epoch chosen on one test half, the other reported
+                "split_half_test_acc": split_half_selected(run.to_dict("records")),
                 "final_train_acc": run["train_acc"].iloc[-1],
                 "final_gates_changed": run["gates_changed"].iloc[-1],
                 "invalid": invalid,
