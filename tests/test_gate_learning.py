@@ -87,7 +87,7 @@ def test_stage_matrix_seeds_by_stages_with_invalid_seeds():
         "variant": ["flnpf", "flnpf", "flnpf", "flnpf", "frnpf-ii", "frnpf-ii"],
         "stage": pd.array([2, 0, 2, 0, None, None], dtype="Int64"),
         "seed": [5, 5, 9, 9, 5, 9],
-        "val_selected_test_acc": [0.8, 0.6, 0.7, 0.5, 0.55, 0.52],
+        "split_half_test_acc": [0.8, 0.6, 0.7, 0.5, 0.55, 0.52],
         "invalid": [False, False, False, False, False, True],
     })
     table, bad = stage_matrix(per_run)

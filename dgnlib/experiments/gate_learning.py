@@ -124,7 +124,7 @@ def default_stages(epochs: int) -> list[int]:
     return sorted({0, epochs, *(2**k for k in range(epochs.bit_length()) if 2**k < epochs)})
 
 
-def stage_matrix(per_run: pd.DataFrame, metric: str = "val_selected_test_acc") -> tuple[pd.DataFrame, pd.Series]:
+def stage_matrix(per_run: pd.DataFrame, metric: str = "split_half_test_acc") -> tuple[pd.DataFrame, pd.Series]:
     """(seeds × stages table of the flnpf runs' `metric`, per seed: True when any run of that seed is invalid).
 
     per_run: `stage_accuracy`'s rows. Rows are seeds in order of appearance, columns the stages in increasing order.
@@ -139,7 +139,7 @@ def stage_matrix(per_run: pd.DataFrame, metric: str = "val_selected_test_acc") -
 
 
 def stage_accuracy(history: pd.DataFrame) -> pd.DataFrame:
-    """Per (variant, stage, seed): `comparison.final_accuracy` (best-epoch and validation-selected test accuracy)."""
+    """Per (variant, stage, seed): `comparison.final_accuracy` (best-epoch, validation- and split-half selected)."""
     frames = [
         final_accuracy(run).assign(stage=stage) for stage, run in history.groupby("stage", dropna=False, sort=True)
     ]

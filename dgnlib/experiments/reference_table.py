@@ -8,13 +8,17 @@ use); `TABLE_DDOF` says so in one place. The honest number beside it is the spli
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
+from dgnlib import verdict
+from dgnlib.engine import tensors
+from dgnlib.engine.runs import DataSpec
 from dgnlib.engine.selection import FOLLOW_UP_FC_MNIST
-from dgnlib.experiments.comparison import final_accuracy
+from dgnlib.experiments.comparison import beats, final_accuracy
 
 TABLE_DDOF = 0  # the reference's std over runs: population std (numpy's default)
 METRICS = {"reference_table": "best_epoch_test_acc", "split_half_table": "split_half_test_acc"}
@@ -59,3 +63,26 @@ def beside_follow_up(numbers: Mapping[str, Mapping[str, Mapping[str, float | Non
                          "± (follow-up)": theirs[1] if theirs else float("nan"),
                          "difference (points)": mine - theirs[0] if theirs else float("nan")})
     return pd.DataFrame(rows).set_index(["optimiser", "variant"])
+
+
+def train_images(data: DataSpec) -> int:
+    """How many training images a run of `data` trains on (after the validation split, if any)."""
+    n = int(tensors.materialise(data)["train"][0].shape[0])
+    return int(tensors.train_val_indices(n, data.val_fraction, 0)[0].numel())
+
+
+def parts_per_optimiser(per_seed: Mapping[str, pd.DataFrame], pairs: Sequence[tuple[Sequence[str], Sequence[str]]],
+                        *, metric: str, chance: float) -> tuple[list[verdict.Part], dict[str, str]]:
+    """The claim's parts for every optimiser, named "<optimiser>: b > w", and each optimiser's own verdict.
+
+    pairs: (better, worse) groups for `comparison.beats`. The figure's verdict is `verdict.combine` over all the
+    parts, so it is held only when the claim is held under every optimiser, and invalid when any optimiser's runs
+    are (the rule, applied to the union of the parts); the per-optimiser verdicts are recorded beside it."""
+    parts, per_opt = [], {}
+    for opt, rows in per_seed.items():
+        mine = [dataclasses.replace(p, name=f"{opt}: {p.name}")
+                for better, worse in pairs if better and worse
+                for p in beats(rows, better, worse, metric=metric, chance=chance)]
+        per_opt[opt] = verdict.combine(mine)
+        parts += mine
+    return parts, per_opt
