@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from dgnlib.companion import listing, render, table
+from dgnlib.companion import limits, listing, render, table
 from dgnlib.names import repo_root
 from dgnlib.verdict import RULE, VERDICTS
 
@@ -148,12 +148,39 @@ def test_limits_are_read_from_the_records(tmp_path):
     assert "MNIST 7×7 fallback on 1\u202f500 training images, under the `quick` profile" in text
     assert '"interior beta": inconclusive; estimate +0.00118, 95 % interval [-0.0003, +0.0027] over 5 seeds' in text
     assert '"a"' not in text  # a held part is no limit
-    assert "Figure 09 train on 54\u202f000 MNIST images and hold 6\u202f000 out" in text
+    assert "Figure 09 trains on 54\u202f000 MNIST images and holds 6\u202f000 out" in text
     rows = table.figure_table({}, tmp_path, tmp_path)
     assert {r.id: r.note for r in rows} == {"09": "", "10": "MNIST 7×7 fallback"}
     assert "| quick; MNIST 7×7 fallback |" in table.markdown(rows, tmp_path, tmp_path)
     _record(tmp_path, "10", profile="quick", numbers={"fallback": False})
     assert "fallback" not in listing.limits_markdown(tmp_path)
+
+
+def test_protocol_deviations_follow_the_records_parameters(tmp_path):
+    """A figure on the reference protocol lists no deviation; each parameter off it names its own line."""
+    on = {"06": {"n_train": 0, "val_fraction": 0.0, "optimizers": ["adam", "sgd"], "opt_eps": 1e-7,
+                 "dnpfl_feature": "relu", "flnpf_gates": "best", "variants": ["relu", "dnpfl"]},
+          "07": {"optimizer": "rmsprop", "rmsprop_rho": 0.9, "opt_eps": 1e-7},
+          "09": {"n_train": 0, "val_fraction": 0.0, "optimizer": "adam", "opt_eps": 1e-7, "dnpfl_feature": "relu"}}
+    for fig_id, params in on.items():
+        _record(tmp_path, fig_id, parameters=params)
+    deviations = [lim for lim in limits.limitations(tmp_path) if lim.kind == "deviation"]
+    assert [lim.fig_id for lim in deviations] == ["07"]  # only the fixed one: ε inside or outside the square root
+    off = {"06": {**on["06"], "optimizers": ["adam"], "dnpfl_feature": "gated", "flnpf_gates": "epoch",
+                  "val_fraction": 0.1},
+           "07": {"optimizer": "rmsprop"},  # an old record: PyTorch's defaults
+           "09": {**on["09"], "opt_eps": 1e-8}}
+    for fig_id, params in off.items():
+        _record(tmp_path, fig_id, parameters=params)
+    text = limits.markdown(limits.limitations(tmp_path))
+    assert "Figure 06 trains on 54\u202f000 MNIST images and holds 6\u202f000 out" in text
+    assert "Figure 06 runs the Adam column" in text
+    assert "In figure 06, `dnpfl`'s feature network passes q·gate" in text
+    assert "In figure 06, `flnpf` copies the gates of the relu run after its last epoch" in text
+    assert "Figures 07 and 09 train RMSprop" not in text  # grouped by optimiser and ε
+    assert "Figure 07 trains RMSprop with ε = 1e-8 (PyTorch's default)" in text
+    assert "Figure 09 trains Adam with ε = 1e-8 (PyTorch's default)" in text
+    assert "Figure 07 trains RMSprop with the smoothing constant ρ = 0.99 (PyTorch's default α)" in text
 
 
 def test_readme_links_its_limits_section_from_its_top_third_and_holds_the_published_list():

@@ -20,11 +20,13 @@ ANCHOR = "what-this-companion-could-not-do"
 # Deviations of the code from the follow-up paper's protocol that no figure's record states (same under every
 # profile): figure ids they concern, then the sentence.
 FIXED_DEVIATIONS: tuple[tuple[tuple[str, ...], str], ...] = (
-    (("06", "09", "10"), "In figures 06, 09 and 10, `dnpfl`'s feature network passes q·gate forward to its next "
-     "layer, where the follow-up paper's reference implementation passes relu(q)."),
-    (("07",), "Figure 07 trains with PyTorch's RMSprop constants (ρ = 0.99, ε = 1e-8), not the reference's Keras "
-     "defaults (ρ = 0.9, ε = 1e-7)."),
+    (("07",), "Figure 07's RMSprop (PyTorch's) adds ε outside the square root of its step, g/(√v + ε), where the "
+     "reference's framework adds it inside, g/√(v + ε); the two differ only for weights whose mean square gradient v "
+     "is below about ε = 1e-7."),
 )
+REFERENCE_EPS = 1e-7  # the reference framework's ε of Adam and RMSprop (PyTorch's default is 1e-8)
+REFERENCE_RHO = 0.9  # the reference framework's RMSprop smoothing constant (PyTorch's default α is 0.99)
+TORCH_EPS, TORCH_RHO = 1e-8, 0.99  # PyTorch's defaults, which a record without the parameter trained with
 
 
 @dataclass(frozen=True)
@@ -124,8 +126,25 @@ def held_out(record: dict) -> int | None:
     return round(MNIST_TRAIN * frac)
 
 
+def _optimizers(params: dict) -> list[str]:
+    """The optimisers a figure's parameters train with (`optimizers`, else `optimizer`)."""
+    many = params.get("optimizers")
+    return list(many) if isinstance(many, list) else [params["optimizer"]] if "optimizer" in params else []
+
+
+def _sci(x: float) -> str:
+    """1e-07 as 1e-7."""
+    return f"{x:g}".replace("e-0", "e-")
+
+
+def _trains(ids: list[str]) -> str:
+    """'Figure 06 trains' or 'Figures 06 and 08 train'."""
+    return f"{_figures(ids).capitalize()} {'trains' if len(ids) == 1 else 'train'}"
+
+
 def deviation_limits(records: dict[str, dict]) -> list[Limit]:
-    """Deviations readable from the records' parameters: images held out for validation, an optimiser not run."""
+    """Deviations readable from the records' parameters: images held out for validation, an optimiser column not
+    run, dnpfl's feature pass, flnpf's checkpoint and optimiser constants other than the reference's."""
     out = []
     by_count: dict[int, list[str]] = {}
     for fig_id, record in records.items():
@@ -134,12 +153,45 @@ def deviation_limits(records: dict[str, dict]) -> list[Limit]:
             by_count.setdefault(held, []).append(fig_id)
     for held, ids in sorted(by_count.items()):
         out.append(Limit(ids[0], "deviation", (
-            f"{_figures(ids).capitalize()} train on {_thousands(MNIST_TRAIN - held)} MNIST images and hold "
+            f"{_trains(ids)} on {_thousands(MNIST_TRAIN - held)} MNIST images and "
+            f"{'holds' if len(ids) == 1 else 'hold'} "
             f"{_thousands(held)} out for validation (to choose the epoch), where the follow-up paper trains on all "
             f"{_thousands(MNIST_TRAIN)}.")))
-    if (records.get("06", {}).get("parameters") or {}).get("optimizer") == "adam":
+    params = {i: r.get("parameters") or {} for i, r in records.items()}
+    if "06" in params and _optimizers(params["06"]) == ["adam"]:
         out.append(Limit("06", "deviation", "Figure 06 runs the Adam column of the follow-up paper's FC-MNIST table "
                                             "only: its SGD column (lr 1e-2, 300 epochs) is not run."))
+    gated = [i for i, p in params.items()
+             if p.get("dnpfl_feature", "gated") == "gated" and "dnpfl" in p.get("variants", ["dnpfl"])
+             and i in ("06", "09", "10")]
+    if gated:
+        out.append(Limit(gated[0], "deviation", (
+            f"In {_figures(gated)}, `dnpfl`'s feature network passes q·gate forward to its next layer, where the "
+            "follow-up paper's reference implementation passes relu(q).")))
+    last = [i for i, p in params.items() if p.get("flnpf_gates") == "epoch"]
+    if last:
+        out.append(Limit(last[0], "deviation", (
+            f"In {_figures(last)}, `flnpf` copies the gates of the relu run after its last epoch, where the reference "
+            "copies its checkpoint of best test accuracy.")))
+    eps_off: dict[tuple[str, float], list[str]] = {}
+    rho_off: dict[float, list[str]] = {}
+    for fig_id, p in params.items():
+        opts = [o for o in _optimizers(p) if o in ("adam", "rmsprop")]
+        eps = p.get("opt_eps") or TORCH_EPS  # an old record without the parameter trained with PyTorch's default
+        if opts and eps != REFERENCE_EPS:
+            names = " and ".join("Adam" if o == "adam" else "RMSprop" for o in opts)
+            eps_off.setdefault((names, eps), []).append(fig_id)
+        rho = p.get("rmsprop_rho", TORCH_RHO)
+        if "rmsprop" in opts and rho != REFERENCE_RHO:
+            rho_off.setdefault(rho, []).append(fig_id)
+    for (opts, eps), ids in eps_off.items():
+        default = " (PyTorch's default)" if eps == TORCH_EPS else ""
+        out.append(Limit(ids[0], "deviation", f"{_trains(ids)} {opts} with ε = {_sci(eps)}{default}, not the "
+                                              f"reference framework's ε = {_sci(REFERENCE_EPS)}."))
+    for rho, ids in rho_off.items():
+        default = " (PyTorch's default α)" if rho == TORCH_RHO else ""
+        out.append(Limit(ids[0], "deviation", f"{_trains(ids)} RMSprop with the smoothing constant ρ = {rho:g}"
+                                              f"{default}, not the reference framework's ρ = {REFERENCE_RHO:g}."))
     return out
 
 

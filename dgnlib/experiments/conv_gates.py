@@ -180,7 +180,8 @@ def frozen_gate_dependence(
     frames = []
     frozen = [v for v in variants if v in FROZEN]
     for arch, model in models.items():
-        opts = {k: v for k, v in train[arch].items() if k in ("optimizer", "lr", "batch_size", "epochs", "loss")}
+        opts = {k: v for k, v in train[arch].items()
+                if k in ("optimizer", "lr", "batch_size", "epochs", "loss", "opt_eps")}  # the relu runs' keys
         specs = variant_specs(model, data, frozen, seeds, **opts)
         for (variant, seed), spec in specs.items():
             if variant == "flnpf":
