@@ -192,3 +192,23 @@ def test_readme_links_its_limits_section_from_its_top_third_and_holds_the_publis
     from dgnlib.companion import limits
 
     assert 0 < start < end and limits.markdown(limits.limitations(repo_root() / "figures")) in text[start:end]
+
+
+def test_follow_up_block_is_read_from_figure_06s_record(tmp_path):
+    """The table beside the follow-up's: its differences and its summary follow the record (known answers)."""
+    assert "no table on the reference's metric" in table.follow_up_markdown(tmp_path)  # no record at all
+    numbers = {"train_images": 60000,
+               "reference_table": {"adam": {"relu": 0.9850, "flnpf": 0.9782}},
+               "reference_table_std": {"adam": {"relu": 0.001, "flnpf": 0.002}}}
+    _record(tmp_path, "06", numbers=numbers)
+    text = table.follow_up_markdown(tmp_path)
+    assert "| `relu` | 98.50 ± 0.10 | 98.14 ± 0.07 | +0.36 |" in text
+    assert "| `flnpf` | 97.82 ± 0.20 | 97.82 ± 0.02 | 0.00 |" in text
+    assert "1 of 2 cells lie within 0.3 points" in text and "largest difference is +0.36 points (Adam, `relu`)" in text
+    assert "60\u202f000 training images" in text
+
+
+def test_readme_holds_the_published_follow_up_table():
+    text = (repo_root() / "README.md").read_text()
+    start, end = text.find(table.FOLLOW_UP_START), text.find(table.FOLLOW_UP_END)
+    assert 0 < start < end and table.follow_up_markdown(repo_root() / "figures") in text[start:end]
